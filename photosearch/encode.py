@@ -1,0 +1,124 @@
+"""The only module that imports torch and open_clip (lazily): load a model, encode images
+and texts into L2-normalised float32 vectors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from photosearch.config import ModelSpec
+from photosearch.errors import ModelLoadError, UsageError
+from photosearch.weights import ResolvedModel, resolve
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU", "use --device auto or cpu")
+    if requested == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("--device mps was asked for, but this torch has no MPS", "use --device auto or cpu")
+    if requested not in ("cpu", "cuda", "mps") and not requested.startswith("cuda:"):
+        raise UsageError(f"unknown device {requested!r}", "use auto, cpu, cuda or mps")
+    return requested
+
+
+class Encoder:
+    """A loaded CLIP model: `preprocess` a PIL image, `encode_images`, `encode_texts`."""
+
+    def __init__(self, resolved: ResolvedModel, device: str = "auto"):
+        import open_clip
+        import torch
+
+        self.resolved = resolved
+        self.spec: ModelSpec = resolved.spec
+        self.device = pick_device(device)
+        self._torch = torch
+        overrides = resolved.preprocess_overrides
+        try:
+            # open_clip reports through logging and warnings; our CLI speaks for it.
+            with _quiet_open_clip():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    resolved.open_clip_name,
+                    pretrained=resolved.pretrained_arg,
+                    device=self.device,
+                    force_quick_gelu=resolved.force_quick_gelu,
+                    image_mean=overrides.get("mean"),
+                    image_std=overrides.get("std"),
+                    image_interpolation=overrides.get("interpolation"),
+                    image_resize_mode=overrides.get("resize_mode"),
+                    weights_only=True,
+                )
+                self.tokenizer = open_clip.get_tokenizer(resolved.open_clip_name)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            raise ModelLoadError(
+                f"could not load {self.spec.label()}: {_first_line(exc)}",
+                "check that the weights file belongs to this architecture",
+            ) from None
+        model.eval()
+        self.dtype = torch.float32
+        if self.device.startswith("cuda"):
+            model.half()
+            self.dtype = torch.float16
+        self.model = model
+        self.preprocess = preprocess
+        size = model.visual.image_size
+        self.image_size = int(size if isinstance(size, int) else min(size))
+        self.logit_scale = float(model.logit_scale.exp().item())
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "auto") -> "Encoder":
+        return cls(resolve(spec), device)
+
+    def encode_images(self, pixels: Sequence) -> np.ndarray:
+        """`pixels`: tensors from `preprocess`. Returns (n, dim) unit vectors."""
+        torch = self._torch
+        with torch.inference_mode():
+            batch = torch.stack(list(pixels)).to(self.device, self.dtype)
+            features = self.model.encode_image(batch)
+        return _normalise(features.float().cpu().numpy())
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            features = self.model.encode_text(tokens)
+        return _normalise(features.float().cpu().numpy())
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

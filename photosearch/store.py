@@ -1,0 +1,295 @@
+"""The library database (SQLite): the source of truth for every photo and its vector.
+
+Layout (schema version 1):
+  meta(key, value)      model name / pretrained / weights fingerprint, dim, generation ...
+  photos(id, path, size, mtime_ns, width, height, taken_at, taken_at_source, indexed_at,
+         embedding)     one row per indexed photo. `path` is the absolute path as raw bytes
+                        (file names needn't be UTF-8). `embedding` is the L2-normalised
+                        vector as little-endian float32, `dim` values.
+  failures(path, size, mtime_ns, reason, failed_at)
+                        photos that could not be decoded; not retried until they change.
+
+WAL mode, so readers never block the writer; every write is one `BEGIN IMMEDIATE`
+transaction that also bumps `generation`, which the FAISS cache uses to know it is stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from photosearch.errors import BusyError, LibraryError
+
+SCHEMA_VERSION = 1
+VECTOR_DTYPE = np.dtype("<f4")
+
+
+@dataclass
+class PhotoRow:
+    path: bytes
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    taken_at: str
+    taken_at_source: str  # 'exif' or 'mtime'
+    embedding: np.ndarray
+
+
+@dataclass
+class PhotoInfo:
+    id: int
+    path: bytes
+    size: int
+    width: int | None
+    height: int | None
+    taken_at: str | None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _migrate_1(db) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["photos"].create(
+        {
+            "id": int,
+            "path": bytes,
+            "size": int,
+            "mtime_ns": int,
+            "width": int,
+            "height": int,
+            "taken_at": str,
+            "taken_at_source": str,
+            "indexed_at": str,
+            "embedding": bytes,
+        },
+        pk="id",
+        not_null={"path", "size", "mtime_ns", "embedding"},
+    )
+    db["photos"].create_index(["path"], unique=True)
+    db["failures"].create(
+        {"path": bytes, "size": int, "mtime_ns": int, "reason": str, "failed_at": str},
+        pk="path",
+    )
+
+
+MIGRATIONS = {1: _migrate_1}
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> "Store":
+        if not path.exists():
+            if not create:
+                raise LibraryError(
+                    f"no photo library at {path}",
+                    "run `photosearch index FOLDER` first, or point --db / PHOTOSEARCH_DB at a library",
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LibraryError(f"cannot create {path.parent}: {exc.strerror}", "choose another --db") from None
+        try:
+            conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = NORMAL")
+            store = cls(conn, path)
+            if create:
+                store._migrate()
+            else:
+                store._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise LibraryError(f"cannot open library {path}: {exc}", "is it a photosearch library?") from None
+        del mode
+        return store
+
+    def _schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_schema(self) -> None:
+        version = self._schema_version()
+        if version == 0:
+            raise LibraryError(f"{self.path} is not a photosearch library", "check --db / PHOTOSEARCH_DB")
+        if version > SCHEMA_VERSION:
+            raise LibraryError(
+                f"library {self.path} has schema {version}, newer than this photosearch ({SCHEMA_VERSION})",
+                "upgrade photosearch",
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        with self.transaction():
+            version = self._schema_version()
+            for number in sorted(MIGRATIONS):
+                if number > version:
+                    MIGRATIONS[number](db)
+                    self.conn.execute(f"PRAGMA user_version = {number}")
+            if version == 0:
+                self._set_meta({"created_at": _now(), "generation": "0"})
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM meta"))
+
+    def _set_meta(self, values: dict[str, object]) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, None if v is None else str(v)) for k, v in values.items()],
+        )
+
+    def set_meta(self, values: dict[str, object]) -> None:
+        with self.transaction():
+            self._set_meta(values)
+
+    def generation(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump_generation(self) -> None:
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    # -- photos ----------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM photos").fetchone()[0]
+
+    def known_files(self) -> dict[bytes, tuple[int, int]]:
+        """path -> (size, mtime_ns) for every indexed photo."""
+        return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime_ns FROM photos")}
+
+    def known_failures(self) -> dict[bytes, tuple[int, int]]:
+        return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime_ns FROM failures")}
+
+    def failures(self) -> list[tuple[bytes, str, str]]:
+        return list(self.conn.execute("SELECT path, reason, failed_at FROM failures ORDER BY path"))
+
+    def write_batch(self, rows: Iterable[PhotoRow], failed: Iterable[tuple[bytes, int, int, str]]) -> None:
+        """Insert or replace photos and record failures, in one transaction."""
+        now = _now()
+        photo_params = [
+            (
+                r.path, r.size, r.mtime_ns, r.width, r.height, r.taken_at, r.taken_at_source, now,
+                np.ascontiguousarray(r.embedding, dtype=VECTOR_DTYPE).tobytes(),
+            )
+            for r in rows
+        ]
+        failure_params = [(p, s, m, reason, now) for p, s, m, reason in failed]
+        with self.transaction() as conn:
+            conn.executemany(
+                """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
+                                      indexed_at, embedding)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(path) DO UPDATE SET
+                     size = excluded.size, mtime_ns = excluded.mtime_ns, width = excluded.width,
+                     height = excluded.height, taken_at = excluded.taken_at,
+                     taken_at_source = excluded.taken_at_source, indexed_at = excluded.indexed_at,
+                     embedding = excluded.embedding""",
+                photo_params,
+            )
+            conn.executemany("DELETE FROM failures WHERE path = ?", [(p[0],) for p in photo_params])
+            conn.executemany(
+                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason, failed_at) VALUES (?, ?, ?, ?, ?)",
+                failure_params,
+            )
+            conn.executemany("DELETE FROM photos WHERE path = ?", [(p[0],) for p in failure_params])
+            if photo_params or failure_params:
+                self._bump_generation()
+
+    def remove(self, paths: Iterable[bytes]) -> int:
+        params = [(p,) for p in paths]
+        if not params:
+            return 0
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM photos WHERE path = ?", params)
+            removed = conn.total_changes - before
+            conn.executemany("DELETE FROM failures WHERE path = ?", params)
+            self._bump_generation()
+        return removed
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64, vectors float32 (n, dim)) for every photo, in id order."""
+        dim = int(self.meta().get("dim", 0))
+        ids, blobs = [], []
+        for row_id, blob in self.conn.execute("SELECT id, embedding FROM photos ORDER BY id"):
+            ids.append(row_id)
+            blobs.append(blob)
+        matrix = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(ids), dim)
+        return np.asarray(ids, dtype=np.int64), matrix.astype(np.float32)
+
+    def photos_by_id(self, ids: Iterable[int]) -> dict[int, PhotoInfo]:
+        ids = list(ids)
+        found: dict[int, PhotoInfo] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT id, path, size, width, height, taken_at FROM photos WHERE id IN ({marks})", chunk
+            ):
+                found[row[0]] = PhotoInfo(*row)
+        return found
+
+
+class WriterLock:
+    """One writer per library: an flock on `<library>.lock`, released by the kernel if we die."""
+
+    def __init__(self, library: Path, *, wait: bool = False):
+        self.lock_path = Path(str(library) + ".lock")
+        self.wait = wait
+        self._fd: int | None = None
+
+    def __enter__(self) -> "WriterLock":
+        import fcntl
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(self._fd)
+            self._fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BusyError(
+                    f"another photosearch process is writing to {self.lock_path.with_suffix('')}",
+                    "wait for it to finish, or pass --wait",
+                ) from None
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None

@@ -1,0 +1,133 @@
+"""The FAISS index: a derived cache of the vectors in SQLite, rebuilt whenever it is stale.
+
+The file lives next to the library (`library.db.faiss`). It is written to a temporary file
+in the same folder, fsynced and renamed over the old one, so a reader always sees one whole
+version. A manifest in the library's `meta` table (generation, count, sha256 of the file)
+says which version of the library the file holds; on load, a missing, stale, truncated or
+corrupt file is detected and the index is rebuilt from SQLite, never silently empty.
+Vectors are kept under their SQLite row ids (IndexIDMap2), never by implicit position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from photosearch.store import Store
+
+INDEX_KIND = "flat-ip"
+
+
+def index_path(library: Path) -> Path:
+    return Path(str(library) + ".faiss")
+
+
+@dataclass
+class LoadedIndex:
+    index: object  # faiss.Index
+    rebuilt_reason: str | None  # why it had to be rebuilt from SQLite, or None
+
+
+def build(store: Store):
+    import faiss
+
+    ids, matrix = store.all_vectors()
+    dim = int(store.meta().get("dim", matrix.shape[1] if matrix.ndim == 2 else 0))
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(matrix), ids)
+    return index
+
+
+def save(store: Store, index, generation: int) -> bool:
+    """Write `index` atomically and record it in the manifest, if the library is still at
+    `generation`. Returns False when the library moved on (the file would be stale)."""
+    import faiss
+
+    target = index_path(store.path)
+    data = faiss.serialize_index(index).tobytes()
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # Holding SQLite's write lock while we swap the file keeps file and manifest in step
+        # with any other process doing the same.
+        with store.transaction() as conn:
+            current = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            if current != generation:
+                os.unlink(tmp)
+                return False
+            os.replace(tmp, target)
+            store._set_meta(
+                {
+                    "index_generation": generation,
+                    "index_count": index.ntotal,
+                    "index_sha256": hashlib.sha256(data).hexdigest(),
+                    "index_kind": INDEX_KIND,
+                }
+            )
+        _fsync_dir(target.parent)
+        return True
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(store: Store, *, persist: bool = True) -> LoadedIndex:
+    """The index for the library's current generation: from the file if it is whole and
+    current, else rebuilt from SQLite (and saved, if `persist` and the folder is writable)."""
+    import faiss
+
+    meta = store.meta()
+    generation = int(meta.get("generation", 0))
+    reason = _file_problem(store, meta, generation)
+    if reason is None:
+        data = index_path(store.path).read_bytes()
+        if hashlib.sha256(data).hexdigest() == meta.get("index_sha256"):
+            try:
+                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+                if index.ntotal == int(meta.get("index_count", -1)):
+                    return LoadedIndex(index, None)
+                reason = "holds the wrong number of vectors"
+            except RuntimeError:
+                reason = "can't be read"
+        else:
+            reason = "is corrupt (checksum mismatch)"
+    index = build(store)
+    if persist:
+        try:
+            save(store, index, generation)
+        except (OSError, sqlite3.Error):
+            pass  # a read-only library still answers queries from the rebuilt index
+    return LoadedIndex(index, reason)
+
+
+def _file_problem(store: Store, meta: dict[str, str], generation: int) -> str | None:
+    path = index_path(store.path)
+    if not path.exists():
+        return "is missing"
+    if meta.get("index_generation") != str(generation):
+        return "is out of date"
+    return None

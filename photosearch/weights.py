@@ -1,0 +1,240 @@
+"""Find a model's weights on disk, download them once when possible, or fail fast.
+
+open_clip downloads weights itself, but offline it waits through the hub client's retries
+(~47 s) and ends in a traceback. We resolve every model spec to local files first:
+  * `ViT-B-32` + a pretrained tag  -> the tag's file in the Hugging Face (or open_clip URL) cache
+  * `ViT-B-32` + a checkpoint file -> that file
+  * `hf-hub:org/repo`              -> the repo's snapshot folder in the Hugging Face cache
+  * `local-dir:/path`              -> the folder (open_clip_config.json + weights)
+Only when a file is missing and the hub answers within ~2 s do we download; otherwise the
+user gets one line that says how to get the weights onto the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from photosearch.config import ModelSpec
+from photosearch.errors import ModelLoadError, WeightsUnavailableError
+
+CONFIG_NAME = "open_clip_config.json"
+# The order open_clip itself prefers; safetensors first (loading it can't run code).
+CHECKPOINT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "pytorch_model.pth",
+    "model.pth",
+)
+HUB_TIMEOUT_S = 2.0
+
+OFFLINE_HINT = (
+    "run once on a machine with internet to fill the cache (HF_HOME, default ~/.cache/huggingface), "
+    "or pass a local file with --pretrained FILE or a folder with --model local-dir:PATH"
+)
+
+
+@dataclass
+class ResolvedModel:
+    """A model spec pinned to files on this machine, ready for open_clip.create_model."""
+
+    spec: ModelSpec
+    open_clip_name: str  # built-in architecture name, or 'local-dir:<folder>'
+    checkpoint: Path  # the weights file
+    pretrained_arg: str | None  # what to pass as create_model(pretrained=...)
+    preprocess_overrides: dict = field(default_factory=dict)
+    force_quick_gelu: bool = False
+
+    def fingerprint(self) -> str:
+        return file_fingerprint(self.checkpoint)
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 over size + first MiB + last KiB: cheap for GB files, and tells weights apart."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > (1 << 20):
+            f.seek(max(size - 1024, 1 << 20))
+            h.update(f.read(1024))
+    return h.hexdigest()
+
+
+def resolve(spec: ModelSpec) -> ResolvedModel:
+    if spec.name.startswith("local-dir:"):
+        folder = Path(spec.name[len("local-dir:") :])
+        return ResolvedModel(spec, "local-dir:" + str(folder), _local_dir_checkpoint(folder), None)
+    if spec.name.startswith("hf-hub:"):
+        folder = _hf_repo_folder(spec.name[len("hf-hub:") :])
+        return ResolvedModel(spec, "local-dir:" + str(folder), _local_dir_checkpoint(folder), None)
+    return _resolve_builtin(spec)
+
+
+def _local_dir_checkpoint(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise WeightsUnavailableError(
+            f"model folder {folder} does not exist",
+            "--model local-dir:PATH needs a folder with open_clip_config.json and weights",
+        )
+    if not (folder / CONFIG_NAME).is_file():
+        raise WeightsUnavailableError(
+            f"model folder {folder} has no {CONFIG_NAME}",
+            "a local-dir model is open_clip's format: open_clip_config.json next to the weights",
+        )
+    for name in CHECKPOINT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise WeightsUnavailableError(
+        f"model folder {folder} has no weights file",
+        f"put the weights there as {CHECKPOINT_NAMES[0]} (or {CHECKPOINT_NAMES[3]})",
+    )
+
+
+def _resolve_builtin(spec: ModelSpec) -> ResolvedModel:
+    import open_clip
+
+    arch = spec.name.replace("/", "-")
+    if open_clip.get_model_config(arch) is None:
+        raise ModelLoadError(
+            f"open_clip has no model called {spec.name!r}",
+            "see `python -c 'import open_clip; print(open_clip.list_models())'`, "
+            "or use --model hf-hub:ORG/REPO or --model local-dir:PATH",
+        )
+    if not spec.pretrained:
+        raise ModelLoadError(
+            f"no weights given for {spec.name}",
+            "pass --pretrained TAG (e.g. laion2b_s34b_b79k) or --pretrained /path/to/weights",
+        )
+    if os.path.isfile(spec.pretrained):
+        return ResolvedModel(spec, arch, Path(spec.pretrained), spec.pretrained)
+    tag_cfg = open_clip.get_pretrained_cfg(arch, spec.pretrained)
+    if not tag_cfg:
+        if os.sep in spec.pretrained or os.path.splitext(spec.pretrained)[1]:
+            raise WeightsUnavailableError(
+                f"weights file {spec.pretrained} does not exist", "check the --pretrained path"
+            )
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise ModelLoadError(
+            f"{spec.pretrained!r} is neither a pretrained tag of {arch} nor a file",
+            f"tags for {arch}: {tags}",
+        )
+    checkpoint = _tag_checkpoint(spec, tag_cfg)
+    overrides = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+    return ResolvedModel(
+        spec,
+        arch,
+        checkpoint,
+        str(checkpoint),
+        preprocess_overrides=overrides,
+        force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+    )
+
+
+def _tag_checkpoint(spec: ModelSpec, tag_cfg: dict) -> Path:
+    if tag_cfg.get("hf_hub"):
+        # 'org/repo/' names the repo's default file; 'org/repo/file.bin' a specific one.
+        repo, filename = os.path.split(tag_cfg["hf_hub"])
+        return _hf_file(repo, _hf_candidates(filename), what=spec.label())
+    url = tag_cfg.get("url")
+    if url:
+        cache = Path(os.path.expanduser("~/.cache/clip"))
+        target = cache / os.path.basename(url)
+        if target.is_file():
+            return target
+        _require_network(spec.label(), url)
+        from open_clip.pretrained import download_pretrained_from_url
+
+        try:
+            return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"downloading weights for {spec.label()} failed: {exc}", OFFLINE_HINT
+            ) from None
+    raise ModelLoadError(f"open_clip knows no download location for {spec.label()}")
+
+
+def _hf_candidates(filename: str) -> list[str]:
+    """Weight file names to try in a hub repo, safetensors first."""
+    if not filename or filename == "open_clip_pytorch_model.bin":
+        return ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    if filename.endswith((".bin", ".pth", ".pt")):
+        return [os.path.splitext(filename)[0] + ".safetensors", filename]
+    return [filename]
+
+
+def _hf_repo_folder(repo: str) -> Path:
+    """The cached snapshot folder of an open_clip hub repo (config + weights), downloading once."""
+    config = _hf_file(repo, [CONFIG_NAME], what=f"hf-hub:{repo}")
+    _hf_file(repo, list(CHECKPOINT_NAMES[:2]) + ["open_clip_pytorch_model.bin"], what=f"hf-hub:{repo}")
+    return config.parent
+
+
+def _hf_file(repo: str, names: list[str], *, what: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    for name in names:
+        try:
+            return Path(hf_hub_download(repo, name, local_files_only=True))
+        except Exception:
+            continue
+    _require_network(what, f"https://huggingface.co/{repo}")
+    last: Exception | None = None
+    for name in names:
+        try:
+            return Path(hf_hub_download(repo, name))
+        except Exception as exc:  # try the next candidate (e.g. no safetensors in this repo)
+            last = exc
+    raise WeightsUnavailableError(
+        f"downloading weights for {what} from the Hugging Face hub failed: {_short(last)}",
+        OFFLINE_HINT,
+    )
+
+
+def _require_network(what: str, where: str) -> None:
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+        raise WeightsUnavailableError(
+            f"weights for {what} are not in the local cache and HF_HUB_OFFLINE is set",
+            OFFLINE_HINT,
+        )
+    from urllib.parse import urlparse
+
+    host = urlparse(where).hostname or "huggingface.co"
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if endpoint and "huggingface.co" in where:
+        host = urlparse(endpoint).hostname or host
+    if not _reachable(host, 443, HUB_TIMEOUT_S):
+        raise WeightsUnavailableError(
+            f"weights for {what} are not in the local cache and {host} can't be reached",
+            OFFLINE_HINT,
+        )
+
+
+def _reachable(host: str, port: int, timeout: float) -> bool:
+    """Can we open a TCP connection to host:port within `timeout` seconds (DNS included)?"""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)  # DNS lookups ignore socket timeouts: bound the whole probe
+    return bool(result and result[0])
+
+
+def _short(exc: Exception | None) -> str:
+    text = str(exc).strip().splitlines()[0] if exc else "unknown error"
+    return text[:200]

@@ -1,0 +1,1 @@
+"""Test support code: tiny models and generated pictures. Never imported by `photosearch`."""

@@ -1,0 +1,183 @@
+"""`photosearch query`: ranking mechanics, output modes, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_pictures, run_cli
+
+
+@pytest.fixture
+def indexed(cli, tiny_model, tmp_path, isolated_home):
+    photos = make_pictures(tmp_path / "pics", 12)
+    result = cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}")
+    assert result.exit_code == 0, result.stderr
+    return photos
+
+
+def stored_vectors(home: Path) -> dict[str, np.ndarray]:
+    conn = sqlite3.connect(home / "data" / "library.db")
+    out = {os.fsdecode(p): np.frombuffer(e, dtype="<f4") for p, e in conn.execute("SELECT path, embedding FROM photos")}
+    conn.close()
+    return out
+
+
+def test_a_photos_own_vector_ranks_it_first(indexed, isolated_home):
+    from photosearch import vectors
+    from photosearch.query import search
+    from photosearch.store import Store
+
+    store = Store.open(isolated_home / "data" / "library.db")
+    index = vectors.load(store).index
+    for path, vector in stored_vectors(isolated_home).items():
+        results = search(store, index, vector, top=3)
+        assert results[0].photo.path.decode() == path
+        assert results[0].score == pytest.approx(1.0, abs=1e-5)
+        assert results[0].score > results[1].score
+
+
+def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed, tiny_model, isolated_home):
+    """The CLI's ranking equals an independent computation: mean of template vectors, cosine."""
+    from photosearch.config import ModelSpec
+    from photosearch.encode import Encoder
+    from photosearch.query import DEFAULT_TEMPLATES
+
+    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu")
+    texts = [t.replace("{}", "a blue square") for t in DEFAULT_TEMPLATES]
+    q = encoder.encode_texts(texts).mean(axis=0)
+    q /= np.linalg.norm(q)
+    expected = sorted(((float(v @ q), p) for p, v in stored_vectors(isolated_home).items()), reverse=True)[:5]
+
+    result = cli("query", "a blue square", "-k", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [g["path"] for g in got] == [p for _, p in expected]
+    assert [g["score"] for g in got] == pytest.approx([s for s, _ in expected], abs=1e-5)
+    assert [g["rank"] for g in got] == [1, 2, 3, 4, 5]
+
+    single = cli("query", "a blue square", "-k", "5", "--no-ensemble", "--json")
+    q1 = encoder.encode_texts(["a blue square"])[0]
+    top1 = max(stored_vectors(isolated_home).items(), key=lambda kv: float(kv[1] @ q1))[0]
+    assert json.loads(single.stdout.splitlines()[0])["path"] == top1
+    assert json.loads(single.stdout.splitlines()[0])["score"] == pytest.approx(float(stored_vectors(isolated_home)[top1] @ q1), abs=1e-5)
+
+
+def test_custom_templates_replace_the_default_ensemble(cli, indexed, tiny_model):
+    default = cli("query", "a cat", "-k", "1", "--json").stdout
+    custom = cli("query", "a cat", "-k", "1", "--json", "--template", "a painting of {}.", "--template", "{} in the snow").stdout
+    assert json.loads(default)["score"] != json.loads(custom)["score"]
+    bad = cli("query", "a cat", "--template", "no placeholder")
+    assert bad.exit_code == 2
+    assert bad.stderr == "Error: template 'no placeholder' has no {} for the query. Hint: write it like \"a photo of {}.\".\n"
+
+
+def test_json_lines_carry_the_documented_fields(cli, indexed):
+    result = cli("query", "red", "-k", "3")  # stdout is not a terminal: JSON Lines by default
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 3
+    for record in lines:
+        assert list(record) == ["schema", "rank", "score", "path", "width", "height", "size_bytes", "taken_at"]
+        assert record["schema"] == 1
+        assert Path(record["path"]).is_file()
+        assert record["size_bytes"] == Path(record["path"]).stat().st_size
+        assert record["width"] >= 120 and record["height"] >= 120
+        assert record["taken_at"][:4].isdigit()
+    assert [r["score"] for r in lines] == sorted((r["score"] for r in lines), reverse=True)
+
+
+def test_paths_and_print0_modes_print_exact_paths(cli, indexed):
+    records = [json.loads(line) for line in cli("query", "green", "-k", "4", "--json").stdout.splitlines()]
+    expected = [r["path"] for r in records]
+    assert cli("query", "green", "-k", "4", "--paths").stdout == "".join(p + "\n" for p in expected)
+    assert cli("query", "green", "-k", "4", "-0").stdout_bytes == b"".join(p.encode() + b"\0" for p in expected)
+
+
+def test_top_and_threshold_limit_results(cli, indexed):
+    records = [json.loads(line) for line in cli("query", "sky", "-k", "12").stdout.splitlines()]
+    assert len(records) == 12
+    cut = (records[4]["score"] + records[5]["score"]) / 2  # printed scores are rounded
+    above = [json.loads(line) for line in cli("query", "sky", "-k", "12", "--threshold", str(cut)).stdout.splitlines()]
+    assert [r["path"] for r in above] == [r["path"] for r in records[:5]]
+    # More asked for than there are photos: all of them, no error.
+    assert len(cli("query", "sky", "-k", "50").stdout.splitlines()) == 12
+
+
+def test_no_results_is_exit_0_and_empty_output(cli, indexed):
+    for mode in ("--json", "--paths", "-0"):
+        result = cli("query", "anything", "--threshold", "1.01", mode)
+        assert result.exit_code == 0
+        assert result.stdout == ""
+
+
+def test_table_output_for_people(cli, indexed):
+    result = cli("query", "a tree", "-k", "2", "--table")
+    assert result.exit_code == 0
+    assert "score" in result.stdout and "path" in result.stdout
+    assert str(indexed[0].parent) in result.stdout.replace("\n", "") or "photo" in result.stdout
+
+
+def test_conflicting_output_flags_are_a_usage_error(cli, indexed):
+    result = cli("query", "x", "--json", "--paths")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --json, --table, --paths and --print0 exclude each other.")
+
+
+def test_querying_without_a_library_says_how_to_make_one(cli, isolated_home):
+    result = cli("query", "a dog")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: no photo library at {isolated_home / 'data' / 'library.db'}. Hint: run `photosearch index FOLDER` "
+        "first, or point --db / PHOTOSEARCH_DB at a library.\n"
+    )
+
+
+def test_missing_or_corrupt_index_file_is_rebuilt_not_empty(cli, indexed, isolated_home):
+    expected = cli("query", "yellow", "-k", "5").stdout
+    faiss_file = isolated_home / "data" / "library.db.faiss"
+    faiss_file.unlink()
+    result = cli("query", "yellow", "-k", "5")
+    assert result.stdout == expected
+    assert "warning: the search index is missing; rebuilt it from the library." in result.stderr
+    assert faiss_file.exists()
+
+    data = bytearray(faiss_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    faiss_file.write_bytes(bytes(data))
+    result = cli("query", "yellow", "-k", "5")
+    assert result.stdout == expected
+    assert "corrupt" in result.stderr
+
+    faiss_file.write_bytes(bytes(data[:100]))
+    assert cli("query", "yellow", "-k", "5").stdout == expected
+
+
+def test_broken_pipe_exits_quietly(indexed, isolated_home):
+    """`photosearch query x | head -1`: the reader leaves early; no traceback, no error."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        f"{sys.executable} -m photosearch query 'a red thing' -k 12 --json | head -c 10",
+        shell=True,
+        capture_output=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert proc.returncode == 0
+    assert len(proc.stdout) == 10
+    assert proc.stderr == b""
+
+
+def test_subprocess_output_is_valid_json_lines(indexed):
+    proc = run_cli("query", "a photo", "-k", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    records = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [r["rank"] for r in records] == [1, 2, 3]
