@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import pickle
 import warnings
 from collections.abc import Sequence
 
@@ -64,7 +65,12 @@ class Encoder:
                     weights_only=True,
                 )
                 self.tokenizer = open_clip.get_tokenizer(resolved.open_clip_name)
-        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        except pickle.UnpicklingError:
+            raise ModelLoadError(
+                f"refused to load {resolved.checkpoint}: unpickling it would run code",
+                "use safetensors weights, or a checkpoint of plain tensors",
+            ) from None
+        except Exception as exc:
             raise ModelLoadError(
                 f"could not load {self.spec.label()}: {_first_line(exc)}",
                 "check that the weights file belongs to this architecture",

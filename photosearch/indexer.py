@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from photosearch import library, vectors
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
 from photosearch.decode import DecodedPhoto, decode, mtime_as_taken_at
-from photosearch.errors import DecodeError
+from photosearch.errors import DecodeError, WeightsUnavailableError
 from photosearch.scan import PhotoFile, ScanProblem, scan
 from photosearch.store import PhotoRow, Store
+from photosearch.weights import ResolvedModel, resolve
 
 
 @dataclass
@@ -60,6 +61,16 @@ def index_folders(
     roots = [os.path.abspath(r) for r in roots]
     spec = library.choose_spec(store, requested_model)
     summary = IndexSummary()
+    # Find the weights before the walk, so a first run without them fails at once. A library
+    # that already has photos can still drop vanished ones without its weights at hand.
+    weights_error: WeightsUnavailableError | None = None
+    resolved = None
+    try:
+        resolved = resolve(spec)
+    except WeightsUnavailableError as exc:
+        if store.count() == 0:
+            raise
+        weights_error = exc
 
     seen: set[bytes] = set()
     todo: list[tuple[PhotoFile, bool]] = []  # (file, already in library)
@@ -91,7 +102,9 @@ def index_folders(
 
     on_event(IndexEvent("planned", total=len(todo)))
     if todo:
-        _encode_and_store(store, spec, todo, device, batch_size, summary, on_event)
+        if resolved is None:
+            raise weights_error  # type: ignore[misc]
+        _encode_and_store(store, resolved, todo, device, batch_size, summary, on_event)
     if vanished:
         summary.removed = store.remove(vanished)
 
@@ -103,7 +116,7 @@ def index_folders(
 
 def _encode_and_store(
     store: Store,
-    spec: ModelSpec,
+    resolved: ResolvedModel,
     todo: list[tuple[PhotoFile, bool]],
     device: str,
     batch_size: int,
@@ -112,9 +125,10 @@ def _encode_and_store(
 ) -> None:
     from photosearch.encode import Encoder
 
+    spec = resolved.spec
     on_event(IndexEvent("model", reason=spec.label()))
-    encoder = Encoder.load(spec, device)
-    fingerprint = encoder.resolved.fingerprint()
+    encoder = Encoder(resolved, device)
+    fingerprint = resolved.fingerprint()
     probe = encoder.encode_texts(["a photo"])
     library.check_loaded(store, spec, fingerprint, probe.shape[1])
     library.bind(store, spec, fingerprint, probe.shape[1], encoder.logit_scale)

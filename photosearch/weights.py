@@ -99,11 +99,50 @@ def _local_dir_checkpoint(folder: Path) -> Path:
     )
 
 
-def _resolve_builtin(spec: ModelSpec) -> ResolvedModel:
-    import open_clip
+def _open_clip_registry():
+    """open_clip's table of pretrained tags, without importing open_clip (and torch).
 
+    `import open_clip` costs 4-6 s because it builds every model class; its tag table
+    (`open_clip/pretrained.py`) needs only two tiny sibling modules. We load those files
+    under a private package name, so finding weights (or failing for lack of them) is
+    instant. If a future open_clip makes that impossible, we fall back to the import.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = "photosearch._open_clip_registry"
+    if name + ".pretrained" in sys.modules:
+        return sys.modules[name + ".pretrained"], Path(sys.modules[name].__path__[0])
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("open_clip is not installed", "pip install open_clip_torch")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    blocked = "safetensors.torch"  # pretrained.py tries it at import, and it imports torch
+    saved = sys.modules.get(blocked)
+    try:
+        package = types.ModuleType(name)
+        package.__path__ = [str(folder)]
+        sys.modules[name] = package
+        sys.modules[blocked] = None  # type: ignore[assignment]  # makes that import fail fast
+        return importlib.import_module(name + ".pretrained"), folder
+    except Exception:
+        sys.modules.pop(name, None)
+        import open_clip
+
+        return open_clip.pretrained, folder
+    finally:
+        if saved is None:
+            sys.modules.pop(blocked, None)
+        else:
+            sys.modules[blocked] = saved
+
+
+def _resolve_builtin(spec: ModelSpec) -> ResolvedModel:
+    registry, folder = _open_clip_registry()
     arch = spec.name.replace("/", "-")
-    if open_clip.get_model_config(arch) is None:
+    if not (folder / "model_configs" / f"{arch}.json").is_file():
         raise ModelLoadError(
             f"open_clip has no model called {spec.name!r}",
             "see `python -c 'import open_clip; print(open_clip.list_models())'`, "
@@ -116,13 +155,13 @@ def _resolve_builtin(spec: ModelSpec) -> ResolvedModel:
         )
     if os.path.isfile(spec.pretrained):
         return ResolvedModel(spec, arch, Path(spec.pretrained), spec.pretrained)
-    tag_cfg = open_clip.get_pretrained_cfg(arch, spec.pretrained)
+    tag_cfg = registry.get_pretrained_cfg(arch, spec.pretrained)
     if not tag_cfg:
         if os.sep in spec.pretrained or os.path.splitext(spec.pretrained)[1]:
             raise WeightsUnavailableError(
                 f"weights file {spec.pretrained} does not exist", "check the --pretrained path"
             )
-        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        tags = ", ".join(registry.list_pretrained_tags_by_model(arch)) or "none"
         raise ModelLoadError(
             f"{spec.pretrained!r} is neither a pretrained tag of {arch} nor a file",
             f"tags for {arch}: {tags}",
@@ -151,10 +190,9 @@ def _tag_checkpoint(spec: ModelSpec, tag_cfg: dict) -> Path:
         if target.is_file():
             return target
         _require_network(spec.label(), url)
-        from open_clip.pretrained import download_pretrained_from_url
-
+        registry, _ = _open_clip_registry()
         try:
-            return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
+            return Path(registry.download_pretrained_from_url(url, cache_dir=str(cache)))
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"downloading weights for {spec.label()} failed: {exc}", OFFLINE_HINT
@@ -178,19 +216,30 @@ def _hf_repo_folder(repo: str) -> Path:
     return config.parent
 
 
+def hf_cache_dir() -> Path:
+    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(hf_home).expanduser() / "hub"
+
+
 def _hf_file(repo: str, names: list[str], *, what: str) -> Path:
     from huggingface_hub import hf_hub_download
 
+    cache = str(hf_cache_dir())
     for name in names:
         try:
-            return Path(hf_hub_download(repo, name, local_files_only=True))
+            return Path(hf_hub_download(repo, name, local_files_only=True, cache_dir=cache))
         except Exception:
             continue
     _require_network(what, f"https://huggingface.co/{repo}")
     last: Exception | None = None
     for name in names:
         try:
-            return Path(hf_hub_download(repo, name))
+            return Path(hf_hub_download(repo, name, cache_dir=cache))
         except Exception as exc:  # try the next candidate (e.g. no safetensors in this repo)
             last = exc
     raise WeightsUnavailableError(

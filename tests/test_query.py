@@ -181,3 +181,19 @@ def test_subprocess_output_is_valid_json_lines(indexed):
     assert proc.stderr == b""
     records = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert [r["rank"] for r in records] == [1, 2, 3]
+
+
+def test_non_utf8_file_names_round_trip(cli, tiny_model, tmp_path):
+    import base64
+
+    folder = os.fsencode(tmp_path / "pics")
+    os.makedirs(folder)
+    source = make_pictures(tmp_path / "src", 1)[0]
+    raw = os.path.join(folder, b"caf\xe9.jpg")
+    with open(raw, "wb") as f:
+        f.write(source.read_bytes())
+    assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    record = json.loads(cli("query", "x", "--json").stdout)
+    assert base64.b64decode(record["path_bytes"]) == raw
+    assert record["path"] == raw.decode("utf-8", "replace")
+    assert cli("query", "x", "-0").stdout_bytes == raw + b"\0"

@@ -1,0 +1,67 @@
+"""Start-up cost, --help/--version, entry points, info."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from photosearch import __version__
+from tests.conftest import REPO, make_pictures, run_cli
+
+HEAVY = ("torch", "open_clip", "faiss", "numpy")
+
+PROBE = """
+import sys
+from photosearch.cli import app
+sys.argv = ["photosearch", *sys.argv[1:]]
+try:
+    app()
+except SystemExit:
+    pass
+heavy = sorted(m for m in {heavy!r} if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["index", "--help"], ["query", "--help"], ["info", "--help"], []])
+def test_help_and_version_import_no_heavy_modules(args):
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert "HEAVY=\n" in proc.stderr, proc.stderr
+
+
+def test_version_and_module_entry_point():
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.decode() == f"photosearch {__version__}\n"
+    help_proc = run_cli("--help")
+    assert help_proc.returncode == 0
+    for command in ("index", "query", "info", "failures"):
+        assert command in help_proc.stdout.decode()
+
+
+def test_unknown_option_is_a_usage_error():
+    proc = run_cli("query", "x", "--no-such-flag")
+    assert proc.returncode == 2
+    assert b"No such option" in proc.stderr
+    assert proc.stdout == b""
+
+
+def test_info_reports_library_model_and_index(cli, tiny_model, tmp_path, isolated_home):
+    before = json.loads(cli("info", "--json").stdout)
+    assert before == {"library": str(isolated_home / "data" / "library.db"), "data_dir": str(isolated_home / "data"), "exists": False}
+    make_pictures(tmp_path / "pics", 3)
+    (tmp_path / "pics" / "bad.jpg").write_text("nope")
+    cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}")
+    facts = json.loads(cli("info", "--json").stdout)
+    assert facts["model"] == f"local-dir:{tiny_model}"
+    assert facts["photos"] == 3
+    assert facts["failures"] == 1
+    assert facts["dim"] == 64
+    assert facts["index_kind"] == "flat-ip"
+    assert facts["index_vectors"] == 3
+    assert facts["index_status"] == "current"
