@@ -1,0 +1,35 @@
+# photosearch: every target sets up what it needs (a virtualenv in .venv) first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo index lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Run the whole test suite (what CI runs).
+test: install
+	$(BIN)/python -m pytest
+
+## Offline demo: generated pictures, a tiny model trained by our test code, a real query.
+demo: install
+	$(BIN)/python scripts/demo.py
+
+## Index a folder with the default model: make index DIR=~/Pictures
+index: install
+	@test -n "$(DIR)" || { echo "usage: make index DIR=/path/to/photos" >&2; exit 2; }
+	$(BIN)/photosearch index "$(DIR)"
+
+lint: install
+	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/ruff check photosearch tests scripts
+
+clean:
+	rm -rf $(VENV) demo .cache .pytest_cache build *.egg-info
