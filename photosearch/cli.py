@@ -295,6 +295,78 @@ def failures(db: Optional[Path] = DbOption) -> None:
                 print(json.dumps({"path": _show(path), "reason": reason, "failed_at": failed_at}, ensure_ascii=False))
 
 
+# -- eval ---------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_(
+    folder: Path = typer.Argument(..., help="A folder of labelled photos.", show_default=False),
+    labels: Path = typer.Option(..., "--labels", "-l", help="JSON {path: label | [labels]} or CSV path,label[;label]; paths relative to FOLDER.", show_default=False),
+    db: Optional[Path] = typer.Option(None, "--db", help="Library to index into and keep [default: a temporary one].", show_default=False),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Measure retrieval quality on a labelled folder: recall@1/5/10, mAP, zero-shot accuracy.
+
+    Each label is a text query; prints a table on stderr and one JSON object on stdout.
+    """
+    with _errors_to_exit_codes():
+        import json
+        import tempfile
+
+        from photosearch import library
+        from photosearch.encode import Encoder
+        from photosearch.evaluate import evaluate, load_labels
+        from photosearch.indexer import index_folders
+        from photosearch.store import Store, WriterLock
+
+        if not folder.is_dir():
+            raise UsageError(f"no such folder: {folder}", "check the path")
+        wanted = load_labels(labels, folder.absolute())
+        with tempfile.TemporaryDirectory(prefix="photosearch-eval-") as tmp:
+            path = library_path(db) if db else Path(tmp) / "library.db"
+            with WriterLock(path):
+                store = Store.open(path, create=True)
+                progress = _IndexProgress(quiet)
+                try:
+                    index_folders(
+                        store,
+                        [os.fsencode(folder.absolute())],
+                        requested_model=requested_model(model, pretrained),
+                        device=requested_device(device),
+                        on_event=progress,
+                    )
+                finally:
+                    progress.close()
+            spec = library.require_model(store)
+            encoder = Encoder.load(spec, requested_device(device))
+            report = evaluate(store, encoder, wanted)
+            report["model"] = spec.label()
+            store.close()
+        if not quiet:
+            _eval_table(report)
+        print(json.dumps(report))
+
+
+def _eval_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    modes = report["modes"]
+    metrics = list(next(iter(modes.values())))
+    table = Table(title=f"{report['model']}: {report['photos']} photos, {report['labels']} labels", title_justify="left")
+    table.add_column("metric")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for metric in metrics:
+        table.add_row(metric, *(f"{modes[m][metric]:.3f}" for m in modes))
+    Console(stderr=True).print(table)
+    if report.get("missing"):
+        _err(f"warning: {report['missing']} labelled photos are not in the library (failed or missing).")
+
+
 def main() -> None:
     try:
         app()
