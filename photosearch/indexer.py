@@ -140,7 +140,7 @@ def _encode_and_store(
         rows: list[PhotoRow] = []
         if ok:
             embeddings = encoder.encode_images([pixels for *_, pixels in ok])
-            for (f, existed, photo, _), vector in zip(ok, embeddings):
+            for (f, existed, photo, _), vector in zip(ok, embeddings, strict=True):
                 taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
                 rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector))
                 if existed:

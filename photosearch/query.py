@@ -55,7 +55,7 @@ def search(store: Store, index, vector: np.ndarray, top: int, threshold: float |
     if k <= 0:
         return []
     scores, ids = index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), k)
-    hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+    hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     if threshold is not None:
         hits = [(s, i) for s, i in hits if s >= threshold]
     photos = store.photos_by_id(i for _, i in hits)

@@ -55,7 +55,7 @@ def main() -> None:
         truth = [labels[Path(json.loads(line)["path"]).name] for line in out.splitlines()]
         print("   what those pictures really are: " + ", ".join(truth), file=sys.stderr)
     (DEMO / "labels.json").write_text(json.dumps(labels, indent=1, sort_keys=True))
-    say(f"done: the library is demo/library.db, the generator's labels are in demo/labels.json")
+    say("done: the library is demo/library.db, the generator's labels are in demo/labels.json")
 
 
 if __name__ == "__main__":
