@@ -173,14 +173,78 @@ class _IndexProgress:
 
 # -- query --------------------------------------------------------------------------------
 
+# Filters shared by every command that reads the library.
+InOption = typer.Option(None, "--in", help="Only photos under this folder (repeatable).", show_default=False)
+GlobOption = typer.Option(None, "--glob", help="Only paths matching this pattern; without a '/' it matches the file name, e.g. '*.png' (repeatable).", show_default=False)
+SinceOption = typer.Option(None, "--since", help="Taken on or after: YYYY, YYYY-MM, YYYY-MM-DD or a full ISO time (EXIF capture time, else file time).", show_default=False)
+UntilOption = typer.Option(None, "--until", help="Taken up to and including this (same forms as --since).", show_default=False)
+MinWidthOption = typer.Option(None, "--min-width", min=1, help="Only photos at least this wide (pixels).", show_default=False)
+MinHeightOption = typer.Option(None, "--min-height", min=1, help="Only photos at least this tall (pixels).", show_default=False)
+EnsembleOption = typer.Option(True, "--ensemble/--no-ensemble", help="Average text over several phrasings (see README).")
+TemplateOption = typer.Option(None, "--template", help="A phrasing with {} for the text; repeat for several (replaces the defaults).", show_default=False)
+
+
+def _templates(ensemble: bool, template: Optional[List[str]]):
+    from photosearch.query import DEFAULT_TEMPLATES
+
+    for t in template or []:
+        if "{}" not in t:
+            raise UsageError(f"template {t!r} has no {{}} for the query", 'write it like "a photo of {}."')
+    return list(template) if template else (list(DEFAULT_TEMPLATES) if ensemble else None)
+
+
+class _Session:
+    """An open library and, only when something needs it, its model (loaded once)."""
+
+    def __init__(self, db, model, pretrained, device):
+        from photosearch import library
+        from photosearch.store import Store
+
+        self.store = Store.open(library_path(db))
+        library.require_model(self.store)
+        self.spec = library.choose_spec(self.store, requested_model(model, pretrained))
+        self.device = requested_device(device)
+        self._encoder = None
+        self._index = None
+
+    def encoder(self):
+        if self._encoder is None:
+            from photosearch import library
+            from photosearch.encode import Encoder
+
+            encoder = Encoder.load(self.spec, self.device)
+            library.check_loaded(self.store, self.spec, encoder.resolved.fingerprint(), int(self.store.meta()["dim"]))
+            self._encoder = encoder
+        return self._encoder
+
+    def index(self, quiet: bool):
+        if self._index is None:
+            from photosearch import vectors
+
+            loaded = vectors.load(self.store)
+            if loaded.rebuilt_reason and not quiet:
+                _err(f"warning: the search index {loaded.rebuilt_reason}; rebuilt it from the library.")
+            self._index = loaded.index
+        return self._index
+
 
 @app.command()
 def query(
-    text: str = typer.Argument(..., help="What to look for, e.g. \"a red bicycle\".", show_default=False),
+    text: str = typer.Argument(..., help='What to look for: words ("a red bicycle"), a photo\'s path (find similar photos), or - to read one query a line from stdin.', show_default=False),
     top: int = typer.Option(10, "--top", "-k", min=1, help="How many results."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Only results with at least this cosine score.", show_default=False),
-    ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Average the query over several phrasings (see README)."),
-    template: Optional[List[str]] = typer.Option(None, "--template", help="A phrasing with {} for the query; repeat for several (replaces the defaults).", show_default=False),
+    add: Optional[List[str]] = typer.Option(None, "--add", "-a", help="Also like this (text or image; 'W:term' weights it), repeatable.", show_default=False),
+    sub: Optional[List[str]] = typer.Option(None, "--sub", "-s", help="Unlike this (text or image; 'W:term' weights it), repeatable.", show_default=False),
+    force_text: bool = typer.Option(False, "--text", help="Treat the query and terms as words even if a file has that name."),
+    include_query_images: bool = typer.Option(False, "--include-query-images", help="Keep query images themselves in the results."),
+    ensemble: bool = EnsembleOption,
+    template: Optional[List[str]] = TemplateOption,
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
     json_out: bool = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal)."),
     table_out: bool = typer.Option(False, "--table", help="A table (the default on a terminal)."),
     paths: bool = typer.Option(False, "--paths", help="Only paths, one a line."),
@@ -191,45 +255,204 @@ def query(
     device: Optional[str] = DeviceOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Find the photos that best match TEXT."""
+    """Find the photos that best match a description or look like a photo.
+
+    \b
+    photosearch query "a red bicycle"
+    photosearch query ./cat.jpg                      # similar photos
+    photosearch query "circle" --sub "red"           # circles that aren't red
+    photosearch query "beach" --in ~/Pictures/2019 --since 2019-06
+    printf 'cat\\ndog\\n' | photosearch query -     # one query a line
+    """
     with _errors_to_exit_codes():
+        from photosearch import query as q
+        from photosearch.filters import candidate_ids, make_filters
+
         if sum([json_out, table_out, paths, print0]) > 1:
             raise UsageError("--json, --table, --paths and --print0 exclude each other", "pick one")
-        if not text.strip():
-            raise UsageError("the query is empty", 'describe what to find, e.g. photosearch query "a red bicycle"')
-        for t in template or []:
-            if "{}" not in t:
-                raise UsageError(f"template {t!r} has no {{}} for the query", 'write it like "a photo of {}."')
-        from photosearch import library, vectors
-        from photosearch.encode import Encoder
-        from photosearch.query import DEFAULT_TEMPLATES, search, text_vector
-        from photosearch.store import Store
-
-        store = Store.open(library_path(db))
-        library.require_model(store)
-        spec = library.choose_spec(store, requested_model(model, pretrained))
-        encoder = Encoder.load(spec, requested_device(device))
-        library.check_loaded(store, spec, encoder.resolved.fingerprint(), int(store.meta()["dim"]))
-        templates = list(template) if template else (list(DEFAULT_TEMPLATES) if ensemble else None)
-        vector = text_vector(encoder, text, templates)
-        loaded = vectors.load(store)
-        if loaded.rebuilt_reason and not quiet:
-            _err(f"warning: the search index {loaded.rebuilt_reason}; rebuilt it from the library.")
-        results = search(store, loaded.index, vector, top, threshold)
-        _render(results, json_out=json_out, table_out=table_out, paths=paths, print0=print0, title=text)
+        templates = _templates(ensemble, template)
+        filters = make_filters(in_dirs, glob, since, until, min_width, min_height)
+        extra = [q.parse_term(t, force_text=force_text) for t in add or []]
+        extra += [q.parse_term(t, sign=-1.0, force_text=force_text) for t in sub or []]
+        if text == "-":
+            queries = [line.rstrip("\r\n") for line in sys.stdin]
+            queries = [line for line in queries if line.strip()]
+        else:
+            if not text.strip():
+                raise UsageError("the query is empty", 'describe what to find, e.g. photosearch query "a red bicycle"')
+            queries = [text]
+        session = _Session(db, model, pretrained, device)
+        only = candidate_ids(session.store, filters)
+        for raw in queries:
+            main_term = q.parse_term(raw, force_text=force_text)
+            built = q.build([main_term, *extra], session.store, session.encoder, templates)
+            exclude = set() if include_query_images else built.own_ids
+            results = q.search(session.store, session.index(quiet), built.vector, top, threshold, only=only, exclude=exclude)
+            _render(results, query=main_term.describe(), json_out=json_out, table_out=table_out, paths=paths, print0=print0)
 
 
-def _render(results, *, json_out: bool, table_out: bool, paths: bool, print0: bool, title: str) -> None:
+def _render(results, *, query: str, json_out: bool, table_out: bool, paths: bool, print0: bool) -> None:
     from photosearch import output
 
     if paths or print0:
         output.write_paths(results, nul=print0)
     elif json_out or (not table_out and not sys.stdout.isatty()):
-        output.write_json_lines(results)
+        output.write_json_lines(results, query)
     elif results:
-        output.write_table(results, title=title)
+        output.write_table(results, title=query)
     else:
-        _err("No photos matched.")
+        _err(f"No photos matched {query!r}.")
+
+
+# -- classify -----------------------------------------------------------------------------
+
+
+@app.command()
+def classify(
+    paths: Optional[List[Path]] = typer.Argument(None, help="Photos or folders to tag [default: the whole library].", show_default=False),
+    labels: Optional[List[str]] = typer.Option(None, "--labels", "-l", help='Comma-separated labels, e.g. "cat,dog,beach" (repeatable).', show_default=False),
+    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="A file with one label a line.", show_default=False),
+    top: int = typer.Option(1, "--top", "-k", min=1, help="How many labels to list per photo."),
+    ensemble: bool = EnsembleOption,
+    template: Optional[List[str]] = TemplateOption,
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    json_out: bool = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal)."),
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+) -> None:
+    """Zero-shot tagging: the best of the given labels for each photo, with probabilities.
+
+    \b
+    photosearch classify --labels "cat,dog,beach,document"
+    photosearch classify --labels-file labels.txt ~/Pictures/2019 -k 3
+    """
+    with _errors_to_exit_codes():
+        import numpy as np
+
+        from photosearch import output
+        from photosearch.classify import label_vectors, parse_labels, probabilities
+        from photosearch.filters import candidate_ids, make_filters
+        from photosearch.query import image_vector
+
+        file_text = None
+        if labels_file is not None:
+            try:
+                file_text = labels_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read {labels_file}: {exc.strerror}", "check --labels-file") from None
+        names = parse_labels(labels, file_text)
+        templates = _templates(ensemble, template)
+        filters = make_filters(in_dirs, glob, since, until, min_width, min_height)
+        session = _Session(db, model, pretrained, device)
+        encoder = session.encoder()
+        text = label_vectors(encoder, names, templates)
+        keep = min(top, len(names))
+        table_rows: list[tuple[str, str, float]] = []
+        to_table = not json_out and sys.stdout.isatty()
+
+        def emit(vector_rows: np.ndarray, photo_paths: list[bytes]) -> None:
+            probs = probabilities(vector_rows, text, encoder.logit_scale)
+            for raw, row in zip(photo_paths, probs, strict=True):
+                order = np.argsort(-row)[:keep]
+                if to_table:
+                    table_rows.append((output.display_path(raw), names[order[0]], float(row[order[0]])))
+                    continue
+                output.write_json(
+                    {
+                        "schema": output.SCHEMA_VERSION,
+                        **output.path_fields(raw),
+                        "label": names[order[0]],
+                        "probability": round(float(row[order[0]]), 6),
+                        "labels": [{"label": names[i], "probability": round(float(row[i]), 6)} for i in order],
+                    }
+                )
+
+        files = [p for p in paths or [] if not p.is_dir()]
+        folders = [str(p) for p in paths or [] if p.is_dir()]
+        for p in files:
+            if not p.exists():
+                raise UsageError(f"no such file: {p}", "check the path")
+        if folders or not files:
+            only = candidate_ids(session.store, make_filters(folders, glob, since, until, min_width, min_height) if folders else filters)
+            for infos, matrix in session.store.iter_photos(only):
+                emit(matrix, [i.path for i in infos])
+        for p in files:
+            raw = os.fsencode(p.absolute())
+            vector, _ = image_vector(session.store, raw, session.encoder)
+            emit(vector.reshape(1, -1), [raw])
+        if to_table:
+            _label_table(table_rows)
+
+
+def _label_table(rows: list[tuple[str, str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("path", overflow="fold")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for path, label, prob in rows:
+        table.add_row(path, label, f"{prob:.3f}")
+    Console().print(table)
+
+
+# -- duplicates ---------------------------------------------------------------------------
+
+
+@app.command()
+def duplicates(
+    threshold: float = typer.Option(0.97, "--threshold", "-t", min=-1.0, max=1.0, help="Photos at least this similar (cosine) are grouped."),
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    paths: bool = typer.Option(False, "--paths", help="Paths only: a group's paths on one line each, groups separated by an empty line."),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Groups of near-duplicate photos (one JSON line a group, biggest first). No model needed."""
+    with _errors_to_exit_codes():
+        import numpy as np
+
+        from photosearch import library, output
+        from photosearch.duplicates import find_groups
+        from photosearch.filters import candidate_ids, make_filters
+        from photosearch.store import Store
+
+        store = Store.open(library_path(db))
+        library.require_model(store)
+        only = candidate_ids(store, make_filters(in_dirs, glob, since, until, min_width, min_height))
+        ids, matrix = store.all_vectors()
+        if only is not None:
+            keep = np.isin(ids, only)
+            ids, matrix = ids[keep], matrix[keep]
+        groups = find_groups(ids, matrix, threshold)
+        infos = store.photos_by_id(i for group in groups for i, _ in group)
+        for number, group in enumerate(groups, start=1):
+            if paths:
+                sys.stdout.buffer.write(b"".join(infos[i].path + b"\n" for i, _ in group) + b"\n")
+                sys.stdout.flush()
+                continue
+            output.write_json(
+                {
+                    "schema": output.SCHEMA_VERSION,
+                    "group": number,
+                    "size": len(group),
+                    "photos": [
+                        {**output.path_fields(infos[i].path), "similarity": round(sim, 6), "width": infos[i].width, "height": infos[i].height, "size_bytes": infos[i].size}
+                        for i, sim in group
+                    ],
+                }
+            )
 
 
 # -- info ---------------------------------------------------------------------------------

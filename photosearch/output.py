@@ -6,6 +6,8 @@ line, flushed per line so a pipeline sees results as they come.
 JSON Lines schema (version 1; fields are only ever added, never renamed or removed, and a
 change of meaning bumps `schema`, which every line carries as its first key):
   schema      1
+  query       the query this result answers (text, or the image's path; with --add/--sub
+              terms, the main query)
   rank        1-based position
   score       cosine similarity between the query and the photo, -1..1 (6 decimals)
   path        absolute path (if the name isn't valid UTF-8, undecodable bytes become U+FFFD
@@ -21,7 +23,6 @@ import base64
 import json
 import sys
 from collections.abc import Iterable
-from typing import TextIO
 
 from photosearch.query import Result
 
@@ -32,18 +33,25 @@ def display_path(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def result_record(result: Result) -> dict:
+def path_fields(raw: bytes) -> dict:
+    """`path`, plus `path_bytes` (base64) when the name isn't valid UTF-8."""
+    fields = {"path": display_path(raw)}
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        fields["path_bytes"] = base64.b64encode(raw).decode("ascii")
+    return fields
+
+
+def result_record(result: Result, query: str) -> dict:
     photo = result.photo
     record: dict = {
         "schema": SCHEMA_VERSION,
+        "query": query,
         "rank": result.rank,
         "score": round(result.score, 6),
-        "path": display_path(photo.path),
+        **path_fields(photo.path),
     }
-    try:
-        photo.path.decode("utf-8")
-    except UnicodeDecodeError:
-        record["path_bytes"] = base64.b64encode(photo.path).decode("ascii")
     record.update(
         width=photo.width,
         height=photo.height,
@@ -53,11 +61,14 @@ def result_record(result: Result) -> dict:
     return record
 
 
-def write_json_lines(results: Iterable[Result], out: TextIO | None = None) -> None:
-    out = out or sys.stdout
+def write_json_lines(results: Iterable[Result], query: str) -> None:
     for result in results:
-        out.write(json.dumps(result_record(result), ensure_ascii=False) + "\n")
-        out.flush()
+        write_json(result_record(result, query))
+
+
+def write_json(record: dict) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def write_paths(results: Iterable[Result], *, nul: bool = False) -> None:

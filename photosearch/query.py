@@ -1,12 +1,21 @@
-"""Turn a query into a vector and rank the library's photos against it."""
+"""Turn a query into a vector and rank the library's photos against it.
+
+A query is one or more weighted terms. A term is text, or an image when it names a file
+that exists (`--text` forces text). Text terms are prompt-ensembled; image terms reuse the
+library's stored vector when the image is indexed and unchanged (no model needed), else are
+encoded. The combined vector, Σ weight·term, is re-normalised before ranking.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from photosearch.errors import DecodeError, UsageError
 from photosearch.store import PhotoInfo, Store
 
 # Prompt ensembling: the query is embedded in several phrasings and the unit vectors are
@@ -23,6 +32,8 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a blurry photo of {}.",
 )
 
+_WEIGHT = re.compile(r"^([0-9]*\.?[0-9]+):(.+)$", re.DOTALL)
+
 
 @dataclass
 class Result:
@@ -31,11 +42,35 @@ class Result:
     photo: PhotoInfo
 
 
+@dataclass(frozen=True)
+class Term:
+    text: str | None = None
+    image: bytes | None = None  # absolute path of an image file
+    weight: float = 1.0  # negative: subtract
+
+    def describe(self) -> str:
+        return self.text if self.text is not None else os.fsdecode(self.image or b"")
+
+
+def parse_term(raw: str, *, sign: float = 1.0, force_text: bool = False) -> Term:
+    """`red`, `2:red`, `./cat.jpg`, `0.5:./cat.jpg` → a Term. A leading `W:` is a weight
+    unless the whole string names an existing file."""
+    weight = 1.0
+    match = _WEIGHT.match(raw)
+    if match and not os.path.exists(raw):
+        weight, raw = float(match.group(1)), match.group(2)
+    if not raw.strip():
+        raise UsageError("a query term is empty", 'describe what to find, e.g. photosearch query "a red bicycle"')
+    if not force_text and os.path.isfile(raw):
+        return Term(image=os.fsencode(os.path.abspath(raw)), weight=sign * weight)
+    return Term(text=raw, weight=sign * weight)
+
+
 def phrasings(text: str, templates: Sequence[str] | None) -> list[str]:
     """The texts whose vectors make up the query; without templates, the text alone."""
     if not templates:
         return [text]
-    return [t.replace("{}", text) if "{}" in t else f"{t} {text}" for t in templates]
+    return [t.replace("{}", text) for t in templates]
 
 
 def text_vector(encoder, text: str, templates: Sequence[str] | None) -> np.ndarray:
@@ -49,12 +84,91 @@ def normalise(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def search(store: Store, index, vector: np.ndarray, top: int, threshold: float | None = None) -> list[Result]:
-    """The `top` photos closest to `vector` (cosine), best first, at or above `threshold`."""
-    k = min(top, index.ntotal)
+def image_vector(store: Store, path: bytes, get_encoder: Callable[[], object]) -> tuple[np.ndarray, int | None]:
+    """The image's vector and its library row id (None if it isn't in the library).
+
+    An indexed, unchanged image reuses its stored vector: no model is loaded for it.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read query image {os.fsdecode(path)}: {exc.strerror}", "check the path") from None
+    row = store.conn.execute("SELECT id, size, mtime_ns, embedding FROM photos WHERE path = ?", (path,)).fetchone()
+    if row and (row[1], row[2]) == (st.st_size, st.st_mtime_ns):
+        return np.frombuffer(row[3], dtype="<f4").astype(np.float32), row[0]
+    from photosearch.decode import decode
+
+    encoder = get_encoder()
+    try:
+        photo = decode(path, encoder.image_size)
+    except DecodeError as exc:
+        raise UsageError(f"cannot use {os.fsdecode(path)} as a query image: {exc.reason}", "pass a photo, or --text to search for the words") from None
+    vector = encoder.encode_images([encoder.preprocess(photo.image)])[0]
+    return vector, (row[0] if row else None)
+
+
+@dataclass
+class QueryVector:
+    vector: np.ndarray
+    own_ids: set[int]  # library rows of the query's own images
+
+
+def build(
+    terms: Sequence[Term],
+    store: Store,
+    get_encoder: Callable[[], object],
+    templates: Sequence[str] | None,
+) -> QueryVector:
+    total = None
+    own: set[int] = set()
+    for term in terms:
+        if term.image is not None:
+            vector, row_id = image_vector(store, term.image, get_encoder)
+            if row_id is not None:
+                own.add(row_id)
+        else:
+            vector = text_vector(get_encoder(), term.text or "", templates)
+        total = term.weight * vector if total is None else total + term.weight * vector
+    if total is None or float(np.linalg.norm(total)) < 1e-6:
+        raise UsageError("the query terms cancel each other out", "change the --add/--sub terms or their weights")
+    return QueryVector(normalise(total), own)
+
+
+def search(
+    store: Store,
+    index,
+    vector: np.ndarray,
+    top: int,
+    threshold: float | None = None,
+    *,
+    only: np.ndarray | None = None,
+    exclude: set[int] | frozenset[int] = frozenset(),
+) -> list[Result]:
+    """The `top` photos closest to `vector` (cosine), best first, at or above `threshold`.
+
+    `only` restricts the search to those row ids (filters) *before* taking the top k;
+    `exclude` leaves rows out (the query's own images).
+    """
+    import faiss
+
+    params = None
+    if only is not None:
+        if exclude:
+            only = only[~np.isin(only, np.fromiter(exclude, dtype=np.int64))]
+        if len(only) == 0:
+            return []
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(only, dtype=np.int64)))
+        available = len(only)
+    else:
+        if exclude:
+            excluded = faiss.IDSelectorBatch(np.fromiter(exclude, dtype=np.int64))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorNot(excluded))
+        available = index.ntotal
+    k = min(top, available, index.ntotal)
     if k <= 0:
         return []
-    scores, ids = index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), k)
+    query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+    scores, ids = index.search(query, k, params=params) if params is not None else index.search(query, k)
     hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     if threshold is not None:
         hits = [(s, i) for s, i in hits if s >= threshold]

@@ -250,6 +250,27 @@ class Store:
         matrix = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(ids), dim)
         return np.asarray(ids, dtype=np.int64), matrix.astype(np.float32)
 
+    def iter_photos(self, only: np.ndarray | None = None, chunk: int = 2048) -> Iterator[tuple[list[PhotoInfo], np.ndarray]]:
+        """(photos, their vectors as an (n, dim) float32 matrix), in path order, chunk by chunk."""
+        if only is None:
+            ids = [row[0] for row in self.conn.execute("SELECT id FROM photos ORDER BY path")]
+        else:
+            wanted = {int(i) for i in only}
+            ids = [row[0] for row in self.conn.execute("SELECT id FROM photos ORDER BY path") if row[0] in wanted]
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            marks = ",".join("?" * len(part))
+            rows = {
+                r[0]: r
+                for r in self.conn.execute(
+                    f"SELECT id, path, size, width, height, taken_at, embedding FROM photos WHERE id IN ({marks})", part
+                )
+            }
+            present = [rows[i] for i in part if i in rows]
+            infos = [PhotoInfo(*r[:6]) for r in present]
+            matrix = np.frombuffer(b"".join(r[6] for r in present), dtype=VECTOR_DTYPE).reshape(len(present), -1)
+            yield infos, matrix.astype(np.float32)
+
     def photos_by_id(self, ids: Iterable[int]) -> dict[int, PhotoInfo]:
         ids = list(ids)
         found: dict[int, PhotoInfo] = {}

@@ -82,8 +82,9 @@ def test_json_lines_carry_the_documented_fields(cli, indexed):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 3
     for record in lines:
-        assert list(record) == ["schema", "rank", "score", "path", "width", "height", "size_bytes", "taken_at"]
+        assert list(record) == ["schema", "query", "rank", "score", "path", "width", "height", "size_bytes", "taken_at"]
         assert record["schema"] == 1
+        assert record["query"] == "red"
         assert Path(record["path"]).is_file()
         assert record["size_bytes"] == Path(record["path"]).stat().st_size
         assert record["width"] >= 120 and record["height"] >= 120

@@ -1,0 +1,40 @@
+"""Zero-shot tagging: which of the given labels fits each photo best.
+
+Each label becomes a text vector (prompt-ensembled like a query); a photo's probabilities are
+softmax(logit_scale · cosine) over the labels, with the model's own learned logit scale, as
+in CLIP's zero-shot classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from photosearch.errors import UsageError
+from photosearch.query import text_vector
+
+
+def parse_labels(inline: Sequence[str] | None, file_text: str | None) -> list[str]:
+    """Labels from `--labels a,b,c` (repeatable) and/or a file with one label a line."""
+    labels: list[str] = []
+    for item in inline or []:
+        labels += [part.strip() for part in item.split(",")]
+    if file_text:
+        labels += [line.strip() for line in file_text.splitlines() if not line.lstrip().startswith("#")]
+    unique = list(dict.fromkeys(label for label in labels if label))
+    if len(unique) < 2:
+        raise UsageError("classification needs at least two labels", 'e.g. --labels "cat,dog,beach" or --labels-file labels.txt')
+    return unique
+
+
+def label_vectors(encoder, labels: Sequence[str], templates: Sequence[str] | None) -> np.ndarray:
+    return np.stack([text_vector(encoder, label, templates) for label in labels])
+
+
+def probabilities(images: np.ndarray, labels: np.ndarray, logit_scale: float) -> np.ndarray:
+    """(photos, labels) softmax probabilities."""
+    logits = logit_scale * (images @ labels.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
