@@ -49,7 +49,7 @@ def main() -> None:
     model = trained_tiny_model()
     say("indexing")
     photosearch("index", str(DEMO / "pictures"), "--model", f"local-dir:{model}")
-    for text in ("a red circle", "a blue star"):
+    for text in ("a red circle", "a blue cross"):
         say(f'query "{text}" (top 4, JSON Lines on stdout)')
         out = photosearch("query", text, "-k", "4", "--json")
         truth = [labels[Path(json.loads(line)["path"]).name] for line in out.splitlines()]

@@ -41,32 +41,36 @@ _BACKGROUND_WORDS = {
     "textured": ("textured", "noisy", "grainy"),
 }
 
-# Caption templates. {c}=colour, {s}=shape, {z}=size word, {b}=background word.
-CAPTION_TEMPLATES: tuple[str, ...] = (
+# Captions are composed: [lead-in "of"] [article] noun phrase [background] ["."].
+# Noun phrases; {c}=colour, {s}=shape, {z}=size word, {b}=background word.
+NOUN_PHRASES: tuple[str, ...] = (
     "{c} {s}",
-    "a {c} {s}",
-    "the {c} {s}",
-    "a {z} {c} {s}",
-    "a photo of a {c} {s}",
-    "a picture of a {c} {s}",
-    "an image of a {c} {s}",
-    "a photo of a {z} {c} {s}",
-    "a drawing of a {c} {s}",
-    "a {c} {s} on a {b} background",
-    "a photo of a {z} {c} {s} on a {b} background",
-    "a picture of a {z} {c} {s} on a {b} background",
-    "a {s} that is {c}",
-    "a {c} coloured {s}",
-    "one {c} {s}",
+    "{c} {s}",
+    "{z} {c} {s}",
+    "{c} coloured {s}",
+    "{s} that is {c}",
 )
+ARTICLES: tuple[str, ...] = ("", "a ", "a ", "the ", "one ")
+# Lead-ins in the style of CLIP's prompt templates, so the tiny text tower learns to look
+# past the phrasings real queries and prompt ensembles wrap around a label.
+LEAD_INS: tuple[str, ...] = (
+    "", "", "", "",
+    "a photo of", "a picture of", "an image of", "a drawing of", "a painting of",
+    "a good photo of", "a bad photo of", "a nice photo of", "a close-up photo of",
+    "a cropped photo of", "a bright photo of", "a dark photo of", "a blurry photo of",
+    "a jpeg photo of", "a low resolution photo of", "a clean photo of", "a rendering of",
+    "a sketch of", "a snapshot of", "a graphic of", "there is",
+)
+BACKGROUND_SUFFIX = " on a {b} background"
 
-# Templates for zero-shot classification ("{}" is a class name such as "red circle").
+# Templates for zero-shot checks ("{}" is a class name such as "red circle").
 ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
     "{}",
     "a {}",
     "a photo of a {}",
+    "a photo of {}.",
     "a picture of a {}",
-    "an image of a {}",
+    "an image of a {}.",
 )
 
 SUPERSAMPLE = 4  # shapes are drawn this many times larger, then downsampled (antialiasing)
@@ -198,10 +202,22 @@ def _jpeg_bytes(pic: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _caption(rng: np.random.Generator, colour: str, shape: str, attrs: dict) -> str:
-    template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
+def random_caption(rng: np.random.Generator, colour: str, shape: str, attrs: dict) -> str:
+    """A caption for a picture of `colour` `shape` with attributes `attrs` (see pictures_from)."""
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    phrase = pick(NOUN_PHRASES)
+    text = pick(ARTICLES) + phrase
+    if "{z}" not in phrase and rng.random() < 0.25:
+        text += BACKGROUND_SUFFIX
+    lead = pick(LEAD_INS)
+    if lead:
+        text = f"{lead} {text}"
+    if rng.random() < 0.3:
+        text += "."
     words = _BACKGROUND_WORDS[attrs["background"]]
-    return template.format(c=colour, s=shape, z=attrs["size"], b=words[int(rng.integers(len(words)))])
+    return text.format(c=colour, s=shape, z=attrs["size"], b=pick(words))
 
 
 # --------------------------------------------------------------------------- public API
@@ -240,18 +256,9 @@ def pictures_from(rng: np.random.Generator, n: int, size_px: int) -> list[tuple[
     return out
 
 
-def captions_for(colour: str, shape: str, attrs: dict) -> list[str]:
-    """Every caption the templates can give a picture with these attributes."""
-    out = []
-    for template in CAPTION_TEMPLATES:
-        for b in _BACKGROUND_WORDS[attrs["background"]] if "{b}" in template else ("",):
-            out.append(template.format(c=colour, s=shape, z=attrs["size"], b=b))
-    return out
-
-
 def captioned_samples_from(rng: np.random.Generator, n: int, size_px: int) -> list[tuple[Image.Image, str, tuple[str, str]]]:
     """Like `captioned_samples`, drawing from the given generator."""
-    return [(image, _caption(rng, c, s, attrs), (c, s)) for image, (c, s), attrs in pictures_from(rng, n, size_px)]
+    return [(image, random_caption(rng, c, s, attrs), (c, s)) for image, (c, s), attrs in pictures_from(rng, n, size_px)]
 
 
 def captioned_samples(n: int, seed: int, size_px: int = DEFAULT_FILE_SIZE_PX) -> list[tuple[Image.Image, str, tuple[str, str]]]:

@@ -12,11 +12,15 @@ import json
 from pathlib import Path
 
 # Small enough to create and run in well under a second on 2 cores, but a real two-tower
-# CLIP: ViT image tower, transformer text tower with open_clip's BPE tokenizer.
+# CLIP: an image tower and a transformer text tower with open_clip's BPE tokenizer.
+# The image tower is open_clip's ModifiedResNet (the RN50 design, 4 stages of one bottleneck,
+# base width 8, attention pooling) rather than a ViT: trained from scratch on 2 CPU cores, a
+# tiny ViT did not learn shapes within minutes; this CNN does in about a minute
+# (tests/support/train.py). It has BatchNorm, so callers must use `model.eval()`.
 TINY_MODEL_CFG: dict = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 3, "width": 128, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 TINY_PREPROCESS_CFG: dict = {
     "mean": [0.48145466, 0.4578275, 0.40821073],

@@ -19,10 +19,10 @@ Run ``python -m tests.support.train`` to train (or reuse) and print the held-out
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -40,22 +40,26 @@ METRICS_NAME = "metrics.json"
 
 SEED = 0
 THREADS = 2
-TRAIN_PER_CLASS = 200                  # training pictures per class
-TRAIN_FILE_SIZES = (96, 128, 160, 192)  # "file" sizes the training pictures are drawn at
-HELDOUT_PER_CLASS = 12                 # held-out pictures per class for the stopping check
+TRAIN_PER_CLASS = 400                    # training pictures per class
+TRAIN_FILE_SIZES = (72, 104, 136, 168)   # "file" sizes the training pictures are drawn at
+HELDOUT_PER_CLASS = 32                   # held-out pictures per class for the stopping check
 HELDOUT_SIZE_PX = 192
 BATCH = 128
-LR = 2e-3
+LR = 4e-3
 WEIGHT_DECAY = 0.05
 WARMUP_STEPS = 40
-MAX_STEPS = 1500
+MAX_STEPS = 550                          # cosine schedule length
+EVAL_FROM = 400
 EVAL_EVERY = 50
 # Stop once the held-out check clears these (the tests' bounds are 0.9) on PASSES_NEEDED
 # consecutive checks.
-TARGET_ACCURACY = 0.98
-TARGET_MEAN_PRECISION = 0.98
+TARGET_ACCURACY = 0.99
+TARGET_MEAN_PRECISION = 0.99
 TARGET_MIN_PRECISION = 0.95
 PASSES_NEEDED = 2
+# Below these (the tests' own bounds) a trained model is an error, not a cache entry.
+MIN_ACCURACY = 0.9
+MIN_PRECISION = 0.9
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -76,13 +80,14 @@ def class_text_features(model, tokenizer, templates=synthetic.ZERO_SHOT_TEMPLATE
 
 
 def image_features(model, preprocess, images, batch: int = 256):
-    """(N, D) unit image embeddings of PIL images, through `preprocess`."""
+    """(N, D) unit image embeddings of PIL images (through `preprocess`) or of a ready tensor."""
     import torch
 
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            x = torch.stack([preprocess(im) for im in images[i:i + batch]])
+            chunk = images[i:i + batch]
+            x = chunk if isinstance(chunk, torch.Tensor) else torch.stack([preprocess(im) for im in chunk])
             out.append(model.encode_image(x, normalize=True))
     return torch.cat(out)
 
@@ -114,7 +119,8 @@ def retrieval_metrics(img_feats, labels, class_feats) -> dict:
 def evaluate(model, preprocess, tokenizer, images, labels) -> dict:
     """Held-out metrics with the template ensemble, plus the worst single template.
 
-    `labels` are class names ("red circle") or indices into CLASSES.
+    `images` are PIL images or an already preprocessed (N,3,H,W) tensor; `labels` are
+    class names ("red circle") or indices into CLASSES. `model` must be in eval mode.
     """
     names = [synthetic.class_name(c, s) for c, s in synthetic.CLASSES]
     idx = [names.index(lab) if isinstance(lab, str) else int(lab) for lab in labels]
@@ -141,39 +147,28 @@ def load_model(folder: Path):
 # --------------------------------------------------------------------------- training
 
 
-def _training_data(preprocess, tokenizer, seed: int):
-    """Pre-tensorised training pictures, their classes, and a caption pool.
-
-    Returns images (N,3,H,W), classes (N,), caption tokens (M,L) and for every picture a
-    tensor of the caption rows that fit it (same class, size word and background).
-    """
+def _training_data(preprocess, seed: int):
+    """Pre-tensorised training pictures (N,3,H,W), their class indices, classes and attrs."""
     import torch
 
     rng = synthetic.training_rng(seed)
     per_size = TRAIN_PER_CLASS * len(synthetic.CLASSES) // len(TRAIN_FILE_SIZES)
-    names = [synthetic.class_name(c, s) for c, s in synthetic.CLASSES]
-    images, classes, caption_sets = [], [], []
-    caption_index: dict[str, int] = {}
-    group_rows: dict[tuple, torch.Tensor] = {}
+    images, classes, infos = [], [], []
     for size_px in TRAIN_FILE_SIZES:
-        for image, (c, s), attrs in synthetic.pictures_from(rng, per_size, size_px):
+        for image, cls, attrs in synthetic.pictures_from(rng, per_size, size_px):
             images.append(preprocess(image))
-            classes.append(names.index(synthetic.class_name(c, s)))
-            key = (c, s, attrs["size"], attrs["background"])
-            if key not in group_rows:
-                rows = []
-                for caption in synthetic.captions_for(c, s, attrs):
-                    rows.append(caption_index.setdefault(caption, len(caption_index)))
-                group_rows[key] = torch.tensor(rows)
-            caption_sets.append(group_rows[key])
-    tokens = tokenizer(list(caption_index))
-    return torch.stack(images), torch.tensor(classes), tokens, caption_sets
+            classes.append(synthetic.CLASSES.index(cls))
+            infos.append((cls, attrs))
+    return torch.stack(images), torch.tensor(classes), infos
 
 
-def _heldout(seed: int):
+def _heldout(preprocess, seed: int):
+    """Pre-tensorised held-out pictures (a private stream apart from training) and labels."""
+    import torch
+
     rng = synthetic.training_rng(seed + 1_000_003)
     pics = synthetic.pictures_from(rng, HELDOUT_PER_CLASS * len(synthetic.CLASSES), HELDOUT_SIZE_PX)
-    return [p[0] for p in pics], [synthetic.class_name(*p[1]) for p in pics]
+    return torch.stack([preprocess(p[0]) for p in pics]), [synthetic.class_name(*p[1]) for p in pics]
 
 
 def _augment(x, gen):
@@ -183,13 +178,13 @@ def _augment(x, gen):
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     turns = torch.randint(0, 4, (x.shape[0],), generator=gen)
-    return torch.stack([torch.rot90(im, int(k), dims=(-2, -1)) if k else im for im, k in zip(x, turns)])
+    return torch.stack([torch.rot90(im, int(k), dims=(-2, -1)) if k else im for im, k in zip(x, turns, strict=True)])
 
 
 def _param_groups(model):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("class_embedding"):
+        if p.ndim < 2 or "embedding" in name or "logit_scale" in name:
             no_decay.append(p)
         else:
             decay.append(p)
@@ -197,30 +192,52 @@ def _param_groups(model):
 
 
 def train(folder: Path, seed: int = SEED, log=None) -> dict:
-    """Train the tiny CLIP into `folder` (a local-dir model); returns the held-out metrics."""
+    """Train the tiny CLIP into `folder` (a local-dir model); returns the held-out metrics.
+
+    Deterministic for a seed (on a given CPU); torch's thread count, determinism flag and
+    global RNG are restored afterwards.
+    """
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(THREADS)
+        torch.use_deterministic_algorithms(True)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return _train(Path(folder), seed, log or (lambda msg: None))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(folder: Path, seed: int, log) -> dict:
     import torch
     import torch.nn.functional as F
 
-    log = log or (lambda msg: None)
     started = time.monotonic()
-    torch.set_num_threads(THREADS)
-    with contextlib.suppress(Exception):
-        torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
 
-    folder = Path(folder)
     tiny.save_model(tiny.build_model(seed), folder)
     model, preprocess, tokenizer = load_model(folder)  # the product's loader and transforms
 
-    images, classes, tokens, caption_sets = _training_data(preprocess, tokenizer, seed)
-    held_images, held_labels = _heldout(seed)
-    log(f"data: {len(images)} training pictures, {len(tokens)} captions, "
-        f"{len(held_images)} held-out; {time.monotonic() - started:.1f}s")
+    images, classes, infos = _training_data(preprocess, seed)
+    held_images, held_labels = _heldout(preprocess, seed)
+    log(f"data: {len(images)} training pictures, {len(held_images)} held-out; "
+        f"{time.monotonic() - started:.1f}s")
+    caption_rng = synthetic.training_rng(seed + 2_000_003)
 
     gen = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(_param_groups(model), lr=LR, betas=(0.9, 0.98), eps=1e-6)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+    try:  # the fused CPU kernel is ~8x faster than the per-parameter loop
+        optimiser = torch.optim.AdamW(_param_groups(model), lr=LR, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimiser = torch.optim.AdamW(_param_groups(model), lr=LR, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0 at MAX_STEPS
+        if step < WARMUP_STEPS:
+            return (step + 1) / WARMUP_STEPS
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP_STEPS) / (MAX_STEPS - WARMUP_STEPS))))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
 
     order, pos = torch.randperm(len(images), generator=gen), 0
     passes, step, metrics = 0, 0, {}
@@ -230,8 +247,8 @@ def train(folder: Path, seed: int = SEED, log=None) -> dict:
         idx = order[pos:pos + BATCH]
         pos += BATCH
         cls = classes[idx]
-        pick = [caption_sets[i][torch.randint(len(caption_sets[i]), (1,), generator=gen)] for i in idx.tolist()]
-        text = tokens[torch.cat(pick)]
+        # A fresh caption for every picture at every step, fitting its class, size and background.
+        text = tokenizer([synthetic.random_caption(caption_rng, *infos[i][0], infos[i][1]) for i in idx.tolist()])
         x = _augment(images[idx], gen)
 
         model.train()
@@ -247,7 +264,7 @@ def train(folder: Path, seed: int = SEED, log=None) -> dict:
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
 
-        if step % EVAL_EVERY == 0 or step == MAX_STEPS:
+        if (step >= EVAL_FROM and step % EVAL_EVERY == 0) or step == MAX_STEPS:
             model.eval()
             metrics = evaluate(model, preprocess, tokenizer, held_images, held_labels)
             ok = (min(metrics["zero_shot_accuracy"], metrics["single_template_worst_zero_shot_accuracy"]) >= TARGET_ACCURACY
@@ -293,17 +310,27 @@ def _cache_root(cache_root: Path | None) -> Path:
     return Path(cache_root) / "tiny-clip"
 
 
+def acceptable(metrics: dict) -> bool:
+    """Whether held-out metrics clear the tests' own bounds (ensemble and every template)."""
+    return (min(metrics["zero_shot_accuracy"], metrics["single_template_worst_zero_shot_accuracy"]) >= MIN_ACCURACY
+            and min(metrics["min_precision_at_k"], metrics["single_template_worst_min_precision_at_k"]) >= MIN_PRECISION)
+
+
 def _complete(folder: Path) -> bool:
     return all((folder / n).is_file() for n in (tiny.CONFIG_NAME, tiny.WEIGHTS_NAME, METRICS_NAME))
 
 
-def trained_tiny_model(cache_root: Path | None = None, log=None) -> Path:
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def trained_tiny_model(cache_root: Path | None = None, log=_stderr) -> Path:
     """The local-dir folder of the trained tiny model, training it only if not cached.
 
     Cached at ``<cache_root>/tiny-clip/<key16>/``; cache_root defaults to
     $PHOTOSEARCH_TEST_CACHE, else ``<repo>/.cache``. Safe for concurrent callers (file
     lock) and atomic (trained in a temp dir, then renamed into place). Treat the folder
-    as read-only.
+    as read-only. Training progress goes to `log` (stderr; None for silence).
     """
     root = _cache_root(cache_root)
     key = cache_key()[:16]
@@ -321,11 +348,16 @@ def trained_tiny_model(cache_root: Path | None = None, log=None) -> Path:
             if final.exists():
                 shutil.rmtree(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-tmp-", dir=root))
+            if log:
+                log(f"training the tiny test CLIP (about 2 minutes on 2 cores; cached in {final})")
             try:
                 metrics = train(tmp, log=log)
-                if not metrics["passed"]:
-                    raise RuntimeError(f"tiny CLIP training did not reach its targets: {metrics}")
+                if not acceptable(metrics):
+                    raise RuntimeError(f"tiny CLIP training fell below the test bounds: {metrics}")
+                if not metrics["passed"] and log:
+                    log(f"warning: tiny CLIP missed its margin targets: {metrics}")
                 (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+                tmp.chmod(0o755)  # mkdtemp made it private
                 os.replace(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -336,14 +368,11 @@ def trained_tiny_model(cache_root: Path | None = None, log=None) -> Path:
 
 
 def main() -> int:
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
     started = time.monotonic()
-    folder = trained_tiny_model(log=log)
+    folder = trained_tiny_model(log=_stderr)
     metrics = json.loads((folder / METRICS_NAME).read_text())
-    log(f"model: {folder}  ({time.monotonic() - started:.1f}s)")
-    log(json.dumps(metrics, indent=2))
+    _stderr(f"model: {folder}  ({time.monotonic() - started:.1f}s)")
+    _stderr(json.dumps(metrics, indent=2))
     print(folder)
     return 0
 
