@@ -49,16 +49,29 @@ def _root(
     """Semantic photo search: index a folder with CLIP, then find photos by describing them."""
 
 
+@contextmanager
+def _closing_opened() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        while _closers:
+            _closers.pop()()
+
+
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+_closers: list = []  # what the running command opened, closed when it ends
 
 
 @contextmanager
 def _errors_to_exit_codes() -> Iterator[None]:
     """Library errors become one line on stderr and an exit code; tracebacks only in debug."""
     try:
-        yield
+        with _closing_opened():
+            yield
     except (typer.Exit, typer.Abort):
         raise
     except PhotosearchError as exc:
@@ -79,6 +92,15 @@ def _errors_to_exit_codes() -> Iterator[None]:
             raise
         _err(f"Error: unexpected {type(exc).__name__}: {exc}. Hint: rerun with PHOTOSEARCH_DEBUG=1 for a traceback and report it.")
         raise typer.Exit(EXIT_ERROR) from None
+
+
+def _open_for_command(path: Path):
+    """Open a library that is closed when the command ends, however it ends."""
+    from photosearch.store import Store
+
+    store = Store.open(path)
+    _closers.append(store.close)
+    return store
 
 
 def _show(path: bytes) -> str:
@@ -131,6 +153,8 @@ def index(
         if not quiet:
             seconds = time.monotonic() - started
             known = f", {summary.failed_before} known bad" if summary.failed_before else ""
+            if summary.moved or summary.copied:
+                known += f" ({summary.moved} moved, {summary.copied} copies recognised: not re-encoded)"
             _err(
                 f"Indexed in {seconds:.1f}s: {summary.added} added, {summary.updated} updated, "
                 f"{summary.removed} removed, {summary.unchanged} unchanged, {summary.failed} failed{known}."
@@ -198,9 +222,8 @@ class _Session:
 
     def __init__(self, db, model, pretrained, device):
         from photosearch import library
-        from photosearch.store import Store
 
-        self.store = Store.open(library_path(db))
+        self.store = _open_for_command(library_path(db))
         library.require_model(self.store)
         self.spec = library.choose_spec(self.store, requested_model(model, pretrained))
         self.device = requested_device(device)
@@ -426,9 +449,8 @@ def duplicates(
         from photosearch import library, output
         from photosearch.duplicates import find_groups
         from photosearch.filters import candidate_ids, make_filters
-        from photosearch.store import Store
 
-        store = Store.open(library_path(db))
+        store = _open_for_command(library_path(db))
         library.require_model(store)
         only = candidate_ids(store, make_filters(in_dirs, glob, since, until, min_width, min_height))
         ids, matrix = store.all_vectors()
@@ -508,9 +530,8 @@ def failures(db: Optional[Path] = DbOption) -> None:
     with _errors_to_exit_codes():
         import json
 
-        from photosearch.store import Store
 
-        store = Store.open(library_path(db))
+        store = _open_for_command(library_path(db))
         for path, reason, failed_at in store.failures():
             if sys.stdout.isatty():
                 print(f"{_show(path)}: {reason}")

@@ -50,6 +50,10 @@ class ModelLoadError(PhotosearchError):
     """The model spec is invalid or the weights don't fit the architecture."""
 
 
+class StorageError(PhotosearchError):
+    """The library can't be written (disk full, read-only); what was committed is intact."""
+
+
 class BusyError(PhotosearchError):
     exit_code = EXIT_BUSY
 

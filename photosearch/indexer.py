@@ -17,7 +17,7 @@ from photosearch import library, vectors
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
 from photosearch.decode import DecodedPhoto, decode, mtime_as_taken_at
 from photosearch.errors import DecodeError, WeightsUnavailableError
-from photosearch.scan import PhotoFile, ScanProblem, scan
+from photosearch.scan import PhotoFile, ScanProblem, content_fingerprint, scan
 from photosearch.store import PhotoRow, Store
 from photosearch.weights import ResolvedModel, resolve
 
@@ -37,6 +37,8 @@ class IndexSummary:
     updated: int = 0
     removed: int = 0
     unchanged: int = 0
+    moved: int = 0  # recognised by content after a move or rename: vector reused
+    copied: int = 0  # new copies of indexed content: vector reused (counted in `added` too)
     failed: int = 0
     failed_before: int = 0  # known bad files, unchanged since they failed: not retried
     problems: list[ScanProblem] = field(default_factory=list)
@@ -100,24 +102,72 @@ def index_folders(
         and not any(_under(path, bad) for bad in unreadable)
     ]
 
+    todo, vanished, fingerprints = _reuse_known_content(store, todo, vanished, summary)
+
     on_event(IndexEvent("planned", total=len(todo)))
     if todo:
         if resolved is None:
             raise weights_error  # type: ignore[misc]
-        _encode_and_store(store, resolved, todo, device, batch_size, summary, on_event)
+        _encode_and_store(store, resolved, todo, fingerprints, device, batch_size, summary, on_event)
     if vanished:
         summary.removed = store.remove(vanished)
 
     on_event(IndexEvent("saving"))
+    vectors.remove_leftovers(store.path)
     generation = store.generation()
     vectors.save(store, vectors.build(store), generation)
     return summary
+
+
+def _fingerprint(path: bytes) -> str | None:
+    try:
+        return content_fingerprint(path)
+    except OSError:
+        return None
+
+
+def _reuse_known_content(
+    store: Store,
+    todo: list[tuple[PhotoFile, bool]],
+    vanished: list[bytes],
+    summary: IndexSummary,
+) -> tuple[list[tuple[PhotoFile, bool]], list[bytes], dict[bytes, str | None]]:
+    """New paths whose content the library already has get that vector without the model:
+    a move or rename updates the vanished row's path; a copy gets a row of its own."""
+    new = [f for f, existed in todo if not existed]
+    if not new or store.count() == 0:
+        return todo, vanished, {}
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="fingerprint") as pool:
+        fingerprints = dict(zip((f.path for f in new), pool.map(_fingerprint, (f.path for f in new)), strict=True))
+    known = store.rows_by_fingerprint(fp for fp in fingerprints.values() if fp)
+    gone = set(vanished)
+    moved_rows: set[int] = set()
+    moves, copies, reused = [], [], set()
+    for f in new:
+        match = known.get(fingerprints[f.path] or "")
+        if match is None:
+            continue
+        row_id, old_path = match
+        if old_path in gone and row_id not in moved_rows:
+            moves.append((row_id, f.path, f.size, f.mtime_ns))
+            moved_rows.add(row_id)
+            gone.discard(old_path)
+        else:
+            copies.append((row_id, f.path, f.size, f.mtime_ns))
+        reused.add(f.path)
+    store.reuse(moves, copies)
+    summary.moved += len(moves)
+    summary.copied += len(copies)
+    summary.added += len(copies)
+    remaining = [(f, existed) for f, existed in todo if f.path not in reused]
+    return remaining, [p for p in vanished if p in gone], fingerprints
 
 
 def _encode_and_store(
     store: Store,
     resolved: ResolvedModel,
     todo: list[tuple[PhotoFile, bool]],
+    fingerprints: dict[bytes, str | None],
     device: str,
     batch_size: int,
     summary: IndexSummary,
@@ -134,16 +184,19 @@ def _encode_and_store(
     library.bind(store, spec, fingerprint, probe.shape[1], encoder.logit_scale)
 
     done = 0
-    for batch in _batches(_decoded(todo, encoder), batch_size):
-        ok = [(f, existed, photo, pixels) for f, existed, photo, pixels, _ in batch if photo is not None]
-        failed = [(f.path, f.size, f.mtime_ns, reason) for f, _, photo, _, reason in batch if photo is None]
+    for batch in _batches(_decoded(todo, encoder, fingerprints), batch_size):
+        ok = [item for item in batch if item.photo is not None]
+        failed = [(i.file.path, i.file.size, i.file.mtime_ns, i.reason) for i in batch if i.photo is None]
         rows: list[PhotoRow] = []
         if ok:
-            embeddings = encoder.encode_images([pixels for *_, pixels in ok])
-            for (f, existed, photo, _), vector in zip(ok, embeddings, strict=True):
+            embeddings = encoder.encode_images([item.pixels for item in ok])
+            for item, vector in zip(ok, embeddings, strict=True):
+                f, photo = item.file, item.photo
                 taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
-                rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector))
-                if existed:
+                rows.append(
+                    PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector, item.fingerprint)
+                )
+                if item.existed:
                     summary.updated += 1
                 else:
                     summary.added += 1
@@ -156,39 +209,45 @@ def _encode_and_store(
         on_event(IndexEvent("progress", done=done, total=len(todo)))
 
 
-def _decoded(todo: list[tuple[PhotoFile, bool]], encoder) -> Iterator[tuple]:
-    """Decode and preprocess ahead of the encoder, in threads (Pillow releases the GIL).
+@dataclass
+class _Decoded:
+    file: PhotoFile
+    existed: bool  # the path is already in the library (changed file)
+    photo: DecodedPhoto | None = None
+    pixels: object = None  # the model's input tensor
+    reason: str | None = None  # why it failed, when photo is None
+    fingerprint: str | None = None
 
-    Yields (file, existed, DecodedPhoto, pixels, None) or (file, existed, None, None, reason),
-    in the order of `todo`.
-    """
 
-    def work(f: PhotoFile):
+def _decoded(
+    todo: list[tuple[PhotoFile, bool]], encoder, fingerprints: dict[bytes, str | None]
+) -> Iterator[_Decoded]:
+    """Decode, fingerprint and preprocess ahead of the encoder, in threads (Pillow and
+    hashlib release the GIL), yielding in the order of `todo`."""
+
+    def work(f: PhotoFile, existed: bool) -> _Decoded:
         try:
             photo = decode(f.path, encoder.image_size)
-            return photo, encoder.preprocess(photo.image)
         except DecodeError as exc:
-            return exc.reason, None
+            return _Decoded(f, existed, reason=exc.reason)
+        fingerprint = fingerprints.get(f.path) or _fingerprint(f.path)
+        return _Decoded(f, existed, photo, encoder.preprocess(photo.image), fingerprint=fingerprint)
 
     workers = max(1, min(4, os.cpu_count() or 1))
     window = workers * 8
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque[tuple[PhotoFile, bool, Future]] = deque()
+        pending: deque[Future] = deque()
         items = iter(todo)
         for f, existed in items:
-            pending.append((f, existed, pool.submit(work, f)))
+            pending.append(pool.submit(work, f, existed))
             if len(pending) >= window:
                 break
         while pending:
-            f, existed, future = pending.popleft()
-            result, pixels = future.result()
+            done = pending.popleft().result()
             nxt = next(items, None)
             if nxt is not None:
-                pending.append((nxt[0], nxt[1], pool.submit(work, nxt[0])))
-            if isinstance(result, DecodedPhoto):
-                yield f, existed, result, pixels, None
-            else:
-                yield f, existed, None, None, result
+                pending.append(pool.submit(work, *nxt))
+            yield done
 
 
 def _batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:

@@ -25,6 +25,21 @@ class ScanProblem:
     reason: str
 
 
+def content_fingerprint(path: bytes | str | os.PathLike) -> str:
+    """sha256 over size + first MiB + last KiB: recognises a file's content after a move or
+    rename without reading all of it (a 24 MP JPEG or a 600 MB weights file alike)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h = hashlib.sha256(str(size).encode())
+        h.update(f.read(1 << 20))
+        if size > (1 << 20):
+            f.seek(max(size - 1024, 1 << 20))
+            h.update(f.read(1024))
+    return h.hexdigest()
+
+
 def is_photo_name(name: bytes) -> bool:
     return os.path.splitext(name)[1].decode("ascii", "replace").lower() in PHOTO_EXTENSIONS
 

@@ -3,9 +3,11 @@
 Layout (schema version 1):
   meta(key, value)      model name / pretrained / weights fingerprint, dim, generation ...
   photos(id, path, size, mtime_ns, width, height, taken_at, taken_at_source, indexed_at,
-         embedding)     one row per indexed photo. `path` is the absolute path as raw bytes
+         embedding, fingerprint)
+                        one row per indexed photo. `path` is the absolute path as raw bytes
                         (file names needn't be UTF-8). `embedding` is the L2-normalised
-                        vector as little-endian float32, `dim` values.
+                        vector as little-endian float32, `dim` values. `fingerprint`: sha256 of
+                        size + first MiB + last KiB, to recognise moved and copied photos.
   failures(path, size, mtime_ns, reason, failed_at)
                         photos that could not be decoded; not retried until they change.
 
@@ -20,15 +22,16 @@ import datetime as dt
 import errno
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from photosearch.errors import BusyError, LibraryError
+from photosearch.errors import BusyError, LibraryError, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VECTOR_DTYPE = np.dtype("<f4")
 
 
@@ -42,6 +45,7 @@ class PhotoRow:
     taken_at: str
     taken_at_source: str  # 'exif' or 'mtime'
     embedding: np.ndarray
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -83,7 +87,13 @@ def _migrate_1(db) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1}
+def _migrate_2(db) -> None:
+    """Content fingerprints, to recognise moved, renamed and copied photos."""
+    db["photos"].add_column("fingerprint", str)
+    db["photos"].create_index(["fingerprint"])
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
 class Store:
@@ -105,24 +115,40 @@ class Store:
             except OSError as exc:
                 raise LibraryError(f"cannot create {path.parent}: {exc.strerror}", "choose another --db") from None
         try:
-            conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            conn.execute("PRAGMA synchronous = NORMAL")
-            store = cls(conn, path)
+            store = cls(cls._connect(path), path)
             if create:
                 store._migrate()
             else:
                 store._check_schema()
+        except sqlite3.OperationalError as exc:
+            if create:
+                raise storage_error(path, exc) from None
+            try:  # a library on a read-only disk still answers queries
+                store = cls(cls._connect(path, read_only=True), path)
+                store._check_schema(migrate=False)
+            except sqlite3.DatabaseError:
+                raise LibraryError(f"cannot open library {path}: {exc}", "check its permissions") from None
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"cannot open library {path}: {exc}", "is it a photosearch library?") from None
-        del mode
         return store
+
+    @staticmethod
+    def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+        if read_only:
+            # immutable: nobody can write a file on a read-only disk, so no locking is needed
+            # (and a WAL library closed cleanly has no -shm file to open there).
+            uri = "file:" + urllib.parse.quote(str(path)) + "?immutable=1"
+            return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
 
     def _schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, *, migrate: bool = True) -> None:
         version = self._schema_version()
         if version == 0:
             raise LibraryError(f"{self.path} is not a photosearch library", "check --db / PHOTOSEARCH_DB")
@@ -131,7 +157,7 @@ class Store:
                 f"library {self.path} has schema {version}, newer than this photosearch ({SCHEMA_VERSION})",
                 "upgrade photosearch",
             )
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and migrate:
             self._migrate()
 
     def _migrate(self) -> None:
@@ -152,14 +178,23 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One atomic write: all of it lands, or (killed, disk full, error) none of it."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise storage_error(self.path, exc) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG):
+                raise storage_error(self.path, exc) from None
             raise
-        else:
-            self.conn.execute("COMMIT")
 
     # -- meta ------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -202,7 +237,7 @@ class Store:
         photo_params = [
             (
                 r.path, r.size, r.mtime_ns, r.width, r.height, r.taken_at, r.taken_at_source, now,
-                np.ascontiguousarray(r.embedding, dtype=VECTOR_DTYPE).tobytes(),
+                np.ascontiguousarray(r.embedding, dtype=VECTOR_DTYPE).tobytes(), r.fingerprint,
             )
             for r in rows
         ]
@@ -210,13 +245,13 @@ class Store:
         with self.transaction() as conn:
             conn.executemany(
                 """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
-                                      indexed_at, embedding)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      indexed_at, embedding, fingerprint)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET
                      size = excluded.size, mtime_ns = excluded.mtime_ns, width = excluded.width,
                      height = excluded.height, taken_at = excluded.taken_at,
                      taken_at_source = excluded.taken_at_source, indexed_at = excluded.indexed_at,
-                     embedding = excluded.embedding""",
+                     embedding = excluded.embedding, fingerprint = excluded.fingerprint""",
                 photo_params,
             )
             conn.executemany("DELETE FROM failures WHERE path = ?", [(p[0],) for p in photo_params])
@@ -227,6 +262,44 @@ class Store:
             conn.executemany("DELETE FROM photos WHERE path = ?", [(p[0],) for p in failure_params])
             if photo_params or failure_params:
                 self._bump_generation()
+
+    def rows_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, tuple[int, bytes]]:
+        """fingerprint -> (row id, path) of an indexed photo with that content."""
+        found: dict[str, tuple[int, bytes]] = {}
+        wanted = list(set(fingerprints))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row_id, path, fp in self.conn.execute(
+                f"SELECT id, path, fingerprint FROM photos WHERE fingerprint IN ({marks}) ORDER BY id", chunk
+            ):
+                found.setdefault(fp, (row_id, path))
+        return found
+
+    def reuse(self, moves: Iterable[tuple[int, bytes, int, int]], copies: Iterable[tuple[int, bytes, int, int]]) -> None:
+        """Give known content a new path without re-encoding it, in one transaction.
+
+        moves:  (row id, new path, size, mtime_ns) — the row's photo was moved or renamed
+        copies: (row id, new path, size, mtime_ns) — a new row with that row's vector
+        """
+        moves, copies = list(moves), list(copies)
+        if not moves and not copies:
+            return
+        now = _now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE photos SET path = ?, size = ?, mtime_ns = ?, indexed_at = ? WHERE id = ?",
+                [(path, size, mtime, now, row_id) for row_id, path, size, mtime in moves],
+            )
+            conn.executemany(
+                """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
+                                      indexed_at, embedding, fingerprint)
+                   SELECT ?, ?, ?, width, height, taken_at, taken_at_source, ?, embedding, fingerprint
+                   FROM photos WHERE id = ?""",
+                [(path, size, mtime, now, row_id) for row_id, path, size, mtime in copies],
+            )
+            conn.executemany("DELETE FROM failures WHERE path = ?", [(c[1],) for c in moves + copies])
+            self._bump_generation()
 
     def remove(self, paths: Iterable[bytes]) -> int:
         params = [(p,) for p in paths]
@@ -284,6 +357,23 @@ class Store:
         return found
 
 
+def storage_error(path: Path, exc: BaseException) -> Exception:
+    text = str(exc).lower() if not isinstance(exc, OSError) else (exc.strerror or str(exc)).lower()
+    if "full" in text or "no space" in text or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageError(
+            f"cannot write the library {path}: the disk is full; nothing indexed so far was lost",
+            "free some space (or move the library with --db) and run again to finish",
+        )
+    if "readonly" in text or "read-only" in text or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(
+            f"cannot write the library {path}: it is read-only",
+            "queries still work; to index, make it writable or use --db PATH elsewhere",
+        )
+    if "locked" in text or "busy" in text:
+        return BusyError(f"the library {path} is locked by another process", "try again, or pass --wait")
+    return StorageError(f"cannot write the library {path}: {exc}", "check the disk and permissions")
+
+
 class WriterLock:
     """One writer per library: an flock on `<library>.lock`, released by the kernel if we die."""
 
@@ -295,8 +385,12 @@ class WriterLock:
     def __enter__(self) -> "WriterLock":
         import fcntl
 
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        library = Path(str(self.lock_path)[: -len(".lock")])
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(library, exc) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except OSError as exc:
@@ -304,7 +398,7 @@ class WriterLock:
             self._fd = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise BusyError(
-                    f"another photosearch process is writing to {self.lock_path.with_suffix('')}",
+                    f"another photosearch process is writing to {library}",
                     "wait for it to finish, or pass --wait",
                 ) from None
             raise

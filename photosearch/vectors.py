@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from photosearch.store import Store
+from photosearch.errors import PhotosearchError
+from photosearch.store import Store, storage_error
 
 INDEX_KIND = "flat-ip"
 
@@ -52,12 +53,18 @@ def save(store: Store, index, generation: int) -> bool:
 
     target = index_path(store.path)
     data = faiss.serialize_index(index).tobytes()
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise storage_error(store.path, exc) from None
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise storage_error(store.path, exc) from None
         # Holding SQLite's write lock while we swap the file keeps file and manifest in step
         # with any other process doing the same.
         with store.transaction() as conn:
@@ -80,6 +87,16 @@ def save(store: Store, index, generation: int) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_leftovers(library: Path) -> None:
+    """Temp files of saves that were killed half-way (only the writer calls this)."""
+    target = index_path(library)
+    for leftover in target.parent.glob(target.name + ".*.tmp"):
+        try:
+            leftover.unlink()
+        except OSError:
+            pass
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -119,7 +136,7 @@ def load(store: Store, *, persist: bool = True) -> LoadedIndex:
     if persist:
         try:
             save(store, index, generation)
-        except (OSError, sqlite3.Error):
+        except (OSError, sqlite3.Error, PhotosearchError):
             pass  # a read-only library still answers queries from the rebuilt index
     return LoadedIndex(index, reason)
 

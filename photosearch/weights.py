@@ -12,7 +12,6 @@ user gets one line that says how to get the weights onto the machine.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from photosearch.config import ModelSpec
 from photosearch.errors import ModelLoadError, WeightsUnavailableError
+from photosearch.scan import content_fingerprint
 
 CONFIG_NAME = "open_clip_config.json"
 # The order open_clip itself prefers; safetensors first (loading it can't run code).
@@ -54,19 +54,7 @@ class ResolvedModel:
     force_quick_gelu: bool = False
 
     def fingerprint(self) -> str:
-        return file_fingerprint(self.checkpoint)
-
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 over size + first MiB + last KiB: cheap for GB files, and tells weights apart."""
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > (1 << 20):
-            f.seek(max(size - 1024, 1 << 20))
-            h.update(f.read(1024))
-    return h.hexdigest()
+        return content_fingerprint(self.checkpoint)
 
 
 def resolve(spec: ModelSpec) -> ResolvedModel:

@@ -1,0 +1,367 @@
+"""Nothing lost: moved files, killed runs, concurrent readers, full and read-only disks,
+hostile folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, make_pictures
+
+
+def rows(db: Path) -> dict[bytes, np.ndarray]:
+    conn = sqlite3.connect(db)
+    out = {p: np.frombuffer(e, dtype="<f4") for p, e in conn.execute("SELECT path, embedding FROM photos")}
+    conn.close()
+    return out
+
+
+@pytest.fixture
+def count_encodes(monkeypatch):
+    from photosearch import encode
+
+    calls: list[int] = []
+    original = encode.Encoder.encode_images
+
+    def counting(self, pixels):
+        calls.append(len(pixels))
+        return original(self, pixels)
+
+    monkeypatch.setattr(encode.Encoder, "encode_images", counting)
+    return calls
+
+
+# -- moves, renames, copies ---------------------------------------------------------------
+
+
+def test_renamed_and_moved_photos_are_not_reencoded(cli, tiny_model, tmp_path, count_encodes):
+    root = tmp_path / "pics"
+    photos = make_pictures(root, 14)
+    db = tmp_path / "lib.db"
+    assert cli("index", str(root), "--db", str(db), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    before = rows(db)
+    count_encodes.clear()
+
+    (root / "moved").mkdir()
+    renamed = {}
+    for i, p in enumerate(photos[:10]):
+        target = (root / "moved" / f"renamed{i}.jpg") if i % 2 else root / f"renamed{i}.jpg"
+        p.rename(target)
+        renamed[os.fsencode(p)] = os.fsencode(target)
+    result = cli("index", str(root), "--db", str(db))
+    assert result.exit_code == 0, result.stderr
+    assert count_encodes == []  # the model never saw them again
+    assert "0 added, 0 updated, 0 removed, 4 unchanged, 0 failed (10 moved, 0 copies recognised: not re-encoded)" in result.stderr
+    after = rows(db)
+    assert len(after) == 14
+    for old, new in renamed.items():
+        assert old not in after
+        np.testing.assert_array_equal(after[new], before[old])
+
+
+def test_copies_reuse_the_vector(cli, tiny_model, tmp_path, count_encodes):
+    root = tmp_path / "pics"
+    photos = make_pictures(root, 3)
+    db = tmp_path / "lib.db"
+    cli("index", str(root), "--db", str(db), "--model", f"local-dir:{tiny_model}")
+    count_encodes.clear()
+    (root / "backup").mkdir()
+    (root / "backup" / "copy.jpg").write_bytes(photos[0].read_bytes())
+    result = cli("index", str(root), "--db", str(db))
+    assert count_encodes == []
+    assert "1 added, 0 updated, 0 removed, 3 unchanged" in result.stderr
+    stored = rows(db)
+    np.testing.assert_array_equal(stored[os.fsencode(root / "backup" / "copy.jpg")], stored[os.fsencode(photos[0])])
+
+
+def test_a_library_from_schema_1_is_migrated(cli, tiny_model, tmp_path):
+    import sqlite_utils
+
+    from photosearch import store as store_module
+
+    db_path = tmp_path / "old.db"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    store_module._migrate_1(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO meta VALUES ('generation', '0')")
+    conn.close()
+    make_pictures(tmp_path / "pics", 2)
+    result = cli("index", str(tmp_path / "pics"), "--db", str(db_path), "--model", f"local-dir:{tiny_model}")
+    assert result.exit_code == 0, result.stderr
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM photos WHERE fingerprint IS NOT NULL").fetchone()[0] == 2
+
+
+# -- crash safety -------------------------------------------------------------------------
+
+
+def _state(db: Path, tiny_model: Path) -> tuple[dict, dict, list]:
+    """(rows, FAISS contents by path, query results) of a library, via the product itself."""
+    from photosearch import vectors
+    from photosearch.store import Store
+
+    store = Store.open(db)
+    index = vectors.load(store).index
+    ids, _ = store.all_vectors()
+    paths = {i: p.path for i, p in store.photos_by_id(ids.tolist()).items()}
+    faiss_contents = {paths[int(i)]: index.reconstruct(int(i)) for i in ids}
+    store.close()
+    results = []
+    for text in ("a red square", "something blue"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "photosearch", "query", text, "-k", "10", "--db", str(db)],
+            capture_output=True, cwd=REPO, timeout=120, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        results.append([(r["path"], r["score"]) for r in map(json.loads, proc.stdout.decode().splitlines())])
+    return rows(db), faiss_contents, results
+
+
+def test_killing_index_at_random_moments_loses_nothing(tiny_model, tmp_path):
+    """SIGKILL at 20 random moments (start-up, encoding, commits, FAISS save), with the folder
+    changing between runs; then one run to finish must leave exactly what a clean run leaves."""
+    folder = tmp_path / "pics"
+    make_pictures(folder, 40, seed=7)
+    command = [sys.executable, "-m", "photosearch", "index", str(folder), "--model", f"local-dir:{tiny_model}", "--batch-size", "4", "-q"]
+    db = tmp_path / "killed.db"
+
+    started = time.monotonic()
+    subprocess.run([*command, "--db", str(tmp_path / "timing.db")], cwd=REPO, check=True, timeout=300)
+    full_run = time.monotonic() - started
+
+    rng = random.Random(20261123)
+    kills = 0
+    for attempt in range(60):
+        if kills == 20:
+            break
+        proc = subprocess.Popen([*command, "--db", str(db)], cwd=REPO, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, full_run))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        finished = proc.wait() == 0
+        if db.exists():  # whatever moment it died at, the library is whole
+            conn = sqlite3.connect(db)
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            conn.close()
+        if finished or attempt % 4 == 3:  # new work for the next run: new, renamed, deleted photos
+            make_pictures(folder, 6, seed=100 + attempt, prefix=f"new{attempt:02d}_")
+            existing = sorted(folder.glob("*.jpg"))
+            existing[rng.randrange(len(existing))].rename(folder / f"moved{attempt:02d}.jpg")
+            existing[rng.randrange(len(existing))].unlink(missing_ok=True)
+    assert kills == 20
+    subprocess.run([*command, "--db", str(db)], cwd=REPO, check=True, timeout=300)
+    clean = tmp_path / "clean.db"
+    subprocess.run([*command, "--db", str(clean)], cwd=REPO, check=True, timeout=300)
+    assert list(tmp_path.glob("killed.db.faiss.*.tmp")) == []  # half-written saves are cleaned up
+
+    clean_rows, clean_faiss, clean_results = _state(clean, tiny_model)
+    got_rows, got_faiss, got_results = _state(db, tiny_model)
+    assert sorted(got_rows) == sorted(clean_rows)
+    for path, vector in clean_rows.items():
+        np.testing.assert_allclose(got_rows[path], vector, atol=1e-5)
+        np.testing.assert_allclose(got_faiss[path], clean_faiss[path], atol=1e-5)
+    for got, want in zip(got_results, clean_results, strict=True):
+        assert [p for p, _ in got] == [p for p, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def test_queries_run_without_errors_while_an_index_run_writes(cli, tiny_model, tmp_path):
+    from photosearch.store import WriterLock
+
+    db = tmp_path / "lib.db"
+    make_pictures(tmp_path / "first", 4)
+    assert cli("index", str(tmp_path / "first"), "--db", str(db), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    make_pictures(tmp_path / "more", 60, seed=3)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "photosearch", "index", str(tmp_path / "more"), "--db", str(db), "--batch-size", "2", "-q"],
+        cwd=REPO,
+    )
+    seen_counts, errors = [], []
+    deadline = time.monotonic() + 240
+    while writer.poll() is None and time.monotonic() < deadline:
+        result = cli("query", "a shape", "-k", "100", "--db", str(db))
+        if result.exit_code != 0:
+            errors.append(result.stderr)
+        seen_counts.append(len(result.stdout.splitlines()))
+    assert writer.wait(timeout=60) == 0
+    assert errors == []
+    assert seen_counts and min(seen_counts) >= 4 and seen_counts == sorted(seen_counts)
+    assert len(cli("query", "a shape", "-k", "100", "--db", str(db)).stdout.splitlines()) == 64
+    with WriterLock(db):  # a reader never needs the writer's lock
+        assert cli("query", "a shape", "--db", str(db)).exit_code == 0
+
+
+def test_wait_flag_waits_for_the_other_writer(cli, tiny_model, tmp_path):
+    from photosearch.store import WriterLock
+
+    db = tmp_path / "lib.db"
+    make_pictures(tmp_path / "pics", 2)
+    lock = WriterLock(db)
+    lock.__enter__()
+    threading.Timer(1.0, lock.__exit__, args=(None, None, None)).start()
+    started = time.monotonic()
+    result = cli("index", str(tmp_path / "pics"), "--db", str(db), "--model", f"local-dir:{tiny_model}", "--wait")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started >= 0.9
+
+
+# -- storage faults -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 320 KiB tmpfs (needs root, as on our machines and CI)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_keeps_what_was_indexed(cli, tiny_model, tmp_path, small_disk):
+    db = small_disk / "lib.db"
+    make_pictures(tmp_path / "a", 5)
+    assert cli("index", str(tmp_path / "a"), "--db", str(db), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    make_pictures(tmp_path / "b", 400, seed=9)
+    result = cli("index", str(tmp_path / "b"), "--db", str(db), "-q")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: cannot write the library {db}: the disk is full; nothing indexed so far was lost. "
+        "Hint: free some space (or move the library with --db) and run again to finish.\n"
+    )
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    kept = rows(db)
+    assert all(os.fsencode(p) in kept for p in (tmp_path / "a").iterdir())
+    query = cli("query", "x", "-k", "1000", "--db", str(db))
+    assert query.exit_code == 0
+    assert len(query.stdout.splitlines()) == len(kept)
+
+
+def test_read_only_library_still_answers_queries(cli, tiny_model, tmp_path, small_disk):
+    db = small_disk / "lib.db"
+    make_pictures(tmp_path / "a", 3)
+    assert cli("index", str(tmp_path / "a"), "--db", str(db), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    expected = cli("query", "x", "--db", str(db)).stdout
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    make_pictures(tmp_path / "b", 2)
+    result = cli("index", str(tmp_path / "b"), "--db", str(db))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: cannot write the library {db}: it is read-only. "
+        "Hint: queries still work; to index, make it writable or use --db PATH elsewhere.\n"
+    )
+    query = cli("query", "x", "--db", str(db))
+    assert query.exit_code == 0 and query.stdout == expected
+
+
+# -- hostile folders ----------------------------------------------------------------------
+
+
+def test_fifo_named_jpg_is_never_opened(cli, tiny_model, tmp_path):
+    root = tmp_path / "pics"
+    make_pictures(root, 2)
+    os.mkfifo(root / "pipe.jpg")  # opening it would block forever
+    result = cli("index", str(root), "--db", str(tmp_path / "lib.db"), "--model", f"local-dir:{tiny_model}")
+    assert result.exit_code == 0
+    assert "2 added" in result.stderr
+
+
+def test_symlinks_dangling_and_looping(cli, tiny_model, tmp_path):
+    root = tmp_path / "pics"
+    make_pictures(root, 2)
+    (root / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "loop").symlink_to(root)
+    db = str(tmp_path / "lib.db")
+    plain = cli("index", str(root), "--db", db, "--model", f"local-dir:{tiny_model}")
+    assert plain.exit_code == 0 and "2 added" in plain.stderr and "skipping" not in plain.stderr
+    followed = cli("index", str(root), "--db", db, "--follow-symlinks")
+    assert followed.exit_code == 0
+    assert f"skipping {root / 'dangling.jpg'}: No such file or directory" in followed.stderr
+    assert f"skipping {root / 'loop'}: folder already visited (symlink loop?), skipped" in followed.stderr
+
+
+def test_unreadable_subfolder_is_reported_and_its_photos_kept(cli, tiny_model, tmp_path, monkeypatch):
+    """The walk reports a folder it may not read, goes on, and doesn't treat the photos it
+    couldn't see as deleted. (We run as root, who reads everything, so the kernel's answer
+    for a folder without permission is played by a stand-in for os.scandir.)"""
+    from photosearch import scan as scan_module
+
+    root = tmp_path / "pics"
+    make_pictures(root / "open", 2)
+    make_pictures(root / "locked", 2, prefix="secret")
+    db = str(tmp_path / "lib.db")
+    assert "4 added" in cli("index", str(root), "--db", db, "--model", f"local-dir:{tiny_model}").stderr
+
+    real_scandir = os.scandir
+    locked = os.fsencode(root / "locked")
+
+    def scandir(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
+    result = cli("index", str(root), "--db", db)
+    assert result.exit_code == 0, result.stderr
+    assert f"skipping {root / 'locked'}: Permission denied" in result.stderr
+    assert "0 added, 0 updated, 0 removed, 2 unchanged" in result.stderr
+    assert len(rows(Path(db))) == 4
+
+
+def test_very_deep_tree(cli, tiny_model, tmp_path):
+    deep = tmp_path / "pics"
+    for i in range(120):
+        deep = deep / f"d{i}"
+    make_pictures(deep, 1)
+    result = cli("index", str(tmp_path / "pics"), "--db", str(tmp_path / "lib.db"), "--model", f"local-dir:{tiny_model}")
+    assert result.exit_code == 0 and "1 added" in result.stderr
+
+
+def test_file_deleted_or_rewritten_during_indexing(cli, tiny_model, tmp_path, monkeypatch):
+    from photosearch import indexer
+
+    root = tmp_path / "pics"
+    photos = make_pictures(root, 4)
+    replacement = make_pictures(tmp_path / "other", 1, seed=42)[0].read_bytes()
+    real_decode = indexer.decode
+
+    def racing_decode(path, min_side):
+        if path == os.fsencode(photos[0]):
+            os.unlink(path)  # deleted after the scan saw it
+        if path == os.fsencode(photos[1]):
+            result = real_decode(path, min_side)
+            Path(os.fsdecode(path)).write_bytes(replacement)  # rewritten while being indexed
+            return result
+        return real_decode(path, min_side)
+
+    monkeypatch.setattr(indexer, "decode", racing_decode)
+    db = tmp_path / "lib.db"
+    first = cli("index", str(root), "--db", str(db), "--model", f"local-dir:{tiny_model}")
+    assert first.exit_code == 3
+    assert f"skipping {photos[0]}: file vanished before it could be read" in first.stderr
+    monkeypatch.setattr(indexer, "decode", real_decode)
+    second = cli("index", str(root), "--db", str(db))
+    assert second.exit_code == 0, second.stderr
+    assert "0 added, 1 updated, 0 removed, 2 unchanged" in second.stderr  # the rewritten file
+    assert sorted(rows(db)) == sorted(os.fsencode(p) for p in photos[1:])
+    assert cli("failures", "--db", str(db)).stdout == ""  # the vanished file left no record
