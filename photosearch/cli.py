@@ -121,6 +121,8 @@ def index(
     include_hidden: bool = typer.Option(False, "--include-hidden", help="Also index hidden files and folders."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow symbolic links (loops are detected)."),
     wait: bool = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting."),
+    max_megapixels: float = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False),
+    decode_timeout: float = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped."),
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
@@ -128,6 +130,7 @@ def index(
         missing = [str(f) for f in folders if not f.exists()]
         if missing:
             raise UsageError(f"no such folder: {missing[0]}", "check the path")
+        from photosearch.decode import DEFAULT_MAX_PIXELS
         from photosearch.indexer import index_folders
         from photosearch.store import Store, WriterLock
 
@@ -145,6 +148,8 @@ def index(
                     batch_size=batch_size,
                     include_hidden=include_hidden,
                     follow_symlinks=follow_symlinks,
+                    max_pixels=int(max_megapixels * 1_000_000) if max_megapixels else DEFAULT_MAX_PIXELS,
+                    decode_timeout=decode_timeout,
                     on_event=progress,
                 )
             finally:

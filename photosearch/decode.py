@@ -67,8 +67,7 @@ _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 # orientation, no capture time), and between 1x and 2x Pillow's pixel limit `max_pixels` is
 # what decides. Filters, not `catch_warnings`, which is not thread-safe and decode runs in threads.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-warnings.filterwarnings("ignore", message=r"(Possibly )?[Cc]orrupt EXIF data", category=UserWarning)
-warnings.filterwarnings("ignore", message=r"Metadata (Warning|warning)", category=UserWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")  # EXIF/TIFF tags
 
 
 @dataclass

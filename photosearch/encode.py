@@ -85,18 +85,40 @@ class Encoder:
         size = model.visual.image_size
         self.image_size = int(size if isinstance(size, int) else min(size))
         self.logit_scale = float(model.logit_scale.exp().item())
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        self._mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1)
+        self._std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1)
+        square = isinstance(size, int) or len(set(size)) == 1
+        # Decode workers can cut the model input themselves (no torch there) when the
+        # transform is the usual shortest-side resize + centre crop; otherwise they send
+        # the decoded picture and open_clip's own transform runs here.
+        self.worker_crop = (
+            square
+            and cfg.get("resize_mode", "shortest") == "shortest"
+            and cfg.get("interpolation", "bicubic") in ("bicubic", "bilinear")
+        )
+        self.interpolation = cfg.get("interpolation", "bicubic")
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "auto") -> "Encoder":
         return cls(resolve(spec), device)
 
     def encode_images(self, pixels: Sequence) -> np.ndarray:
-        """`pixels`: tensors from `preprocess`. Returns (n, dim) unit vectors."""
+        """`pixels`: tensors from `preprocess`, or a batch tensor. Returns (n, dim) unit vectors."""
         torch = self._torch
         with torch.inference_mode():
-            batch = torch.stack(list(pixels)).to(self.device, self.dtype)
+            batch = pixels if isinstance(pixels, torch.Tensor) else torch.stack(list(pixels))
+            batch = batch.to(self.device, self.dtype)
             features = self.model.encode_image(batch)
         return _normalise(features.float().cpu().numpy())
+
+    def encode_prepared(self, items: Sequence) -> np.ndarray:
+        """Photos from the decode workers: (size, size, 3) uint8 arrays, or PIL pictures."""
+        torch = self._torch
+        if all(isinstance(item, np.ndarray) for item in items):
+            batch = torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2).float().div_(255.0)
+            return self.encode_images(batch.sub_(self._mean).div_(self._std))
+        return self.encode_images([self.preprocess(item) for item in items])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch

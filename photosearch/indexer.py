@@ -8,18 +8,18 @@ keeps what it finished and the next run picks up the rest.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from photosearch import library, vectors
+from photosearch import library, vectors, workers
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
-from photosearch.decode import DecodedPhoto, decode, mtime_as_taken_at
-from photosearch.errors import DecodeError, WeightsUnavailableError
+from photosearch.decode import DEFAULT_MAX_PIXELS, mtime_as_taken_at
+from photosearch.errors import WeightsUnavailableError
 from photosearch.scan import PhotoFile, ScanProblem, content_fingerprint, scan
 from photosearch.store import PhotoRow, Store
 from photosearch.weights import ResolvedModel, resolve
+from photosearch.workers import DEFAULT_TIMEOUT_S, Prepare, Prepared, prepare_one
 
 
 @dataclass
@@ -58,8 +58,13 @@ def index_folders(
     batch_size: int = DEFAULT_BATCH_SIZE,
     include_hidden: bool = False,
     follow_symlinks: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    decode_timeout: float = DEFAULT_TIMEOUT_S,
+    prepare_job: Callable[[tuple], Prepared] = prepare_one,
     on_event: Callable[[IndexEvent], None] = lambda event: None,
 ) -> IndexSummary:
+    """Index photos under `roots` into `store`. `prepare_job` is the decode workers' job
+    (a module-level function; tests swap in one that misbehaves)."""
     roots = [os.path.abspath(r) for r in roots]
     spec = library.choose_spec(store, requested_model)
     summary = IndexSummary()
@@ -108,7 +113,8 @@ def index_folders(
     if todo:
         if resolved is None:
             raise weights_error  # type: ignore[misc]
-        _encode_and_store(store, resolved, todo, fingerprints, device, batch_size, summary, on_event)
+        how = _Work(device, batch_size, max_pixels, decode_timeout, prepare_job)
+        _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
         summary.removed = store.remove(vanished)
 
@@ -117,6 +123,15 @@ def index_folders(
     generation = store.generation()
     vectors.save(store, vectors.build(store), generation)
     return summary
+
+
+@dataclass
+class _Work:
+    device: str
+    batch_size: int
+    max_pixels: int | None
+    decode_timeout: float
+    prepare_job: Callable[[tuple], Prepared]
 
 
 def _fingerprint(path: bytes) -> str | None:
@@ -168,8 +183,7 @@ def _encode_and_store(
     resolved: ResolvedModel,
     todo: list[tuple[PhotoFile, bool]],
     fingerprints: dict[bytes, str | None],
-    device: str,
-    batch_size: int,
+    work: _Work,
     summary: IndexSummary,
     on_event: Callable[[IndexEvent], None],
 ) -> None:
@@ -177,19 +191,26 @@ def _encode_and_store(
 
     spec = resolved.spec
     on_event(IndexEvent("model", reason=spec.label()))
-    encoder = Encoder(resolved, device)
+    encoder = Encoder(resolved, work.device)
     fingerprint = resolved.fingerprint()
     probe = encoder.encode_texts(["a photo"])
     library.check_loaded(store, spec, fingerprint, probe.shape[1])
     library.bind(store, spec, fingerprint, probe.shape[1], encoder.logit_scale)
 
+    how = Prepare(
+        size=encoder.image_size,
+        interpolation=encoder.interpolation,
+        crop=encoder.worker_crop,
+        max_pixels=work.max_pixels,
+    )
     done = 0
-    for batch in _batches(_decoded(todo, encoder, fingerprints), batch_size):
+    photos = workers.prepared(todo, how, fingerprints, timeout_s=work.decode_timeout, job=work.prepare_job)
+    for batch in _batches(photos, work.batch_size):
         ok = [item for item in batch if item.photo is not None]
         failed = [(i.file.path, i.file.size, i.file.mtime_ns, i.reason) for i in batch if i.photo is None]
         rows: list[PhotoRow] = []
         if ok:
-            embeddings = encoder.encode_images([item.pixels for item in ok])
+            embeddings = encoder.encode_prepared([item.pixels for item in ok])
             for item, vector in zip(ok, embeddings, strict=True):
                 f, photo = item.file, item.photo
                 taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
@@ -207,47 +228,6 @@ def _encode_and_store(
             on_event(IndexEvent("skipped", path, reason))
         done += len(batch)
         on_event(IndexEvent("progress", done=done, total=len(todo)))
-
-
-@dataclass
-class _Decoded:
-    file: PhotoFile
-    existed: bool  # the path is already in the library (changed file)
-    photo: DecodedPhoto | None = None
-    pixels: object = None  # the model's input tensor
-    reason: str | None = None  # why it failed, when photo is None
-    fingerprint: str | None = None
-
-
-def _decoded(
-    todo: list[tuple[PhotoFile, bool]], encoder, fingerprints: dict[bytes, str | None]
-) -> Iterator[_Decoded]:
-    """Decode, fingerprint and preprocess ahead of the encoder, in threads (Pillow and
-    hashlib release the GIL), yielding in the order of `todo`."""
-
-    def work(f: PhotoFile, existed: bool) -> _Decoded:
-        try:
-            photo = decode(f.path, encoder.image_size)
-        except DecodeError as exc:
-            return _Decoded(f, existed, reason=exc.reason)
-        fingerprint = fingerprints.get(f.path) or _fingerprint(f.path)
-        return _Decoded(f, existed, photo, encoder.preprocess(photo.image), fingerprint=fingerprint)
-
-    workers = max(1, min(4, os.cpu_count() or 1))
-    window = workers * 8
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque[Future] = deque()
-        items = iter(todo)
-        for f, existed in items:
-            pending.append(pool.submit(work, f, existed))
-            if len(pending) >= window:
-                break
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(items, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, *nxt))
-            yield done
 
 
 def _batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:

@@ -37,6 +37,20 @@ def other_tiny_model(tmp_path_factory) -> Path:
     return write_random_tiny(tmp_path_factory.mktemp("models") / "tiny-other", seed=1)
 
 
+@pytest.fixture(scope="session")
+def random_vit_b32(tmp_path_factory) -> Path:
+    """ViT-B-32 with random weights, saved like open_clip's published safetensors files."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path_factory.mktemp("vit") / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
 def make_pictures(folder: Path, n: int, *, seed: int = 0, prefix: str = "photo", ext: str = "jpg") -> list[Path]:
     """`n` different generated pictures (shapes on backgrounds), saved as real image files."""
     import random

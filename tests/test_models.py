@@ -17,20 +17,6 @@ from tests.support.tiny import CONFIG_NAME, WEIGHTS_NAME
 UNREACHABLE_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on the discard port
 
 
-@pytest.fixture(scope="session")
-def random_vit_b32(tmp_path_factory) -> Path:
-    """ViT-B-32 with random weights, saved like open_clip's published safetensors files."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32", pretrained=None)
-    path = tmp_path_factory.mktemp("vit") / "open_clip_model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
 def test_default_model_from_hf_cache_works_offline(cli, random_vit_b32, tmp_path, isolated_home, monkeypatch):
     """The default model, with its weights already in the cache: index and query, no network."""
     add_to_hf_cache(isolated_home / "hf", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", {"open_clip_model.safetensors": random_vit_b32})

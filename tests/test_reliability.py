@@ -337,31 +337,47 @@ def test_very_deep_tree(cli, tiny_model, tmp_path):
     assert result.exit_code == 0 and "1 added" in result.stderr
 
 
-def test_file_deleted_or_rewritten_during_indexing(cli, tiny_model, tmp_path, monkeypatch):
-    from photosearch import indexer
+def _index_with_job(db: Path, root: Path, tiny_model: Path, job, **kwargs):
+    from photosearch.config import ModelSpec
+    from photosearch.indexer import index_folders
+    from photosearch.store import Store
+
+    store = Store.open(db, create=True)
+    try:
+        return index_folders(
+            store, [os.fsencode(root)], requested_model=ModelSpec(f"local-dir:{tiny_model}", None), device="cpu",
+            prepare_job=job, **kwargs,
+        )
+    finally:
+        store.close()
+
+
+def test_file_deleted_or_rewritten_during_indexing(cli, tiny_model, tmp_path):
+    from tests.support import jobs
 
     root = tmp_path / "pics"
-    photos = make_pictures(root, 4)
-    replacement = make_pictures(tmp_path / "other", 1, seed=42)[0].read_bytes()
-    real_decode = indexer.decode
-
-    def racing_decode(path, min_side):
-        if path == os.fsencode(photos[0]):
-            os.unlink(path)  # deleted after the scan saw it
-        if path == os.fsencode(photos[1]):
-            result = real_decode(path, min_side)
-            Path(os.fsdecode(path)).write_bytes(replacement)  # rewritten while being indexed
-            return result
-        return real_decode(path, min_side)
-
-    monkeypatch.setattr(indexer, "decode", racing_decode)
+    make_pictures(root, 2)
+    vanish, rewrite = make_pictures(root, 1, prefix="vanish")[0], make_pictures(root, 1, prefix="rewrite", seed=3)[0]
     db = tmp_path / "lib.db"
-    first = cli("index", str(root), "--db", str(db), "--model", f"local-dir:{tiny_model}")
-    assert first.exit_code == 3
-    assert f"skipping {photos[0]}: file vanished before it could be read" in first.stderr
-    monkeypatch.setattr(indexer, "decode", real_decode)
+    summary = _index_with_job(db, root, tiny_model, jobs.racing)
+    assert summary.failures == [(os.fsencode(vanish), "file vanished before it could be read")]
+    assert (summary.added, summary.failed) == (3, 1)
     second = cli("index", str(root), "--db", str(db))
     assert second.exit_code == 0, second.stderr
     assert "0 added, 1 updated, 0 removed, 2 unchanged" in second.stderr  # the rewritten file
-    assert sorted(rows(db)) == sorted(os.fsencode(p) for p in photos[1:])
+    assert sorted(rows(db)) == sorted(os.fsencode(p) for p in root.iterdir())
+    assert os.fsencode(rewrite) in rows(db)
     assert cli("failures", "--db", str(db)).stdout == ""  # the vanished file left no record
+
+
+def test_a_file_that_hangs_the_decoder_is_skipped_after_the_time_limit(tiny_model, tmp_path):
+    from tests.support import jobs
+
+    root = tmp_path / "pics"
+    make_pictures(root, 5)
+    make_pictures(root, 1, prefix="hang")
+    started = time.monotonic()
+    summary = _index_with_job(tmp_path / "lib.db", root, tiny_model, jobs.hang_on_marked, decode_timeout=2.0)
+    assert time.monotonic() - started < 60
+    assert summary.added == 5
+    assert summary.failures == [(os.fsencode(root / "hang000.jpg"), "decoding took longer than 2 s; skipped")]

@@ -1,0 +1,142 @@
+"""Decode photos in worker processes, ahead of the encoder, with a time limit per file.
+
+Why processes: JPEG entropy decoding is most of the CPU cost of indexing, and a thread
+can't be stopped when a hostile file makes a decoder spin. Worker processes decode,
+fingerprint, resize and crop to the model's input (with Pillow only, no torch), and send
+back small uint8 arrays; the encoder normalises them. A file that takes longer than the
+limit is recorded as failed and its worker pool is replaced; the run goes on.
+
+The resize and crop reproduce open_clip's inference transform for `resize_mode='shortest'`
+(torchvision Resize of the short side + CenterCrop, which on PIL images are Pillow's
+resize and a crop with the same rounding), so the fast path is pixel-identical to it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from photosearch.decode import DecodedPhoto, decode
+from photosearch.errors import DecodeError
+from photosearch.scan import PhotoFile, content_fingerprint
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """How to turn a decoded photo into model input (picklable, sent to the workers)."""
+
+    size: int  # the model's square input side
+    interpolation: str = "bicubic"  # 'bicubic' or 'bilinear'
+    crop: bool = True  # False: send the decoded picture; the encoder's own transform applies
+    max_pixels: int | None = None
+
+
+@dataclass
+class Prepared:
+    file: PhotoFile
+    existed: bool
+    photo: DecodedPhoto | None = None  # metadata; `image` is dropped after preparation
+    pixels: np.ndarray | Image.Image | None = None  # (size, size, 3) uint8, or a PIL image
+    reason: str | None = None
+    fingerprint: str | None = None
+
+
+def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Short side to `size`, then the centre `size`×`size` crop, as uint8 (H, W, 3)."""
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    resample = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"), dtype=np.uint8)
+
+
+def prepare_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
+    """The worker's job: decode, fingerprint, cut to model input. Never raises."""
+    file, existed, how, fingerprint = job
+    try:
+        photo = decode(file.path, how.size, max_pixels=how.max_pixels)
+    except DecodeError as exc:
+        return Prepared(file, existed, reason=exc.reason)
+    except Exception as exc:  # a bug in a decoder must cost one photo, not the run
+        return Prepared(file, existed, reason=f"cannot decode ({type(exc).__name__}: {exc})")
+    if fingerprint is None:
+        try:
+            fingerprint = content_fingerprint(file.path)
+        except OSError:
+            fingerprint = None
+    if how.crop:
+        pixels: np.ndarray | Image.Image = model_input(photo.image, how.size, how.interpolation)
+    else:
+        pixels = photo.image
+    photo.image = None  # type: ignore[assignment]  # don't ship the picture twice
+    return Prepared(file, existed, photo, pixels, fingerprint=fingerprint)
+
+
+def _context():
+    # forkserver: children start clean, not as forks of a process that holds torch's threads.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def prepared(
+    todo: Iterable[tuple[PhotoFile, bool]],
+    how: Prepare,
+    fingerprints: dict[bytes, str | None],
+    *,
+    workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    job: Callable[[tuple], Prepared] = prepare_one,
+) -> Iterator[Prepared]:
+    """Prepared photos in the order of `todo`, computed by `workers` processes.
+
+    A file whose job runs longer than `timeout_s` (counted from when it is the oldest job
+    still running) fails with a reason; the pool is replaced and the other jobs resubmitted.
+    """
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    window = workers * 4
+    items = iter(todo)
+    queue: deque[tuple[tuple, object]] = deque()
+    pool = _context().Pool(workers)
+    try:
+        head_since = time.monotonic()
+        while True:
+            while len(queue) < window:
+                nxt = next(items, None)
+                if nxt is None:
+                    break
+                args = (nxt[0], nxt[1], how, fingerprints.get(nxt[0].path))
+                queue.append((args, pool.apply_async(job, (args,))))
+            if not queue:
+                return
+            args, pending = queue[0]
+            try:
+                result = pending.get(timeout=max(0.0, head_since + timeout_s - time.monotonic()))
+            except multiprocessing.TimeoutError:
+                pool.terminate()
+                pool.join()
+                queue.popleft()
+                result = Prepared(args[0], args[1], reason=f"decoding took longer than {timeout_s:g} s; skipped")
+                pool = _context().Pool(workers)
+                queue = deque((a, pool.apply_async(job, (a,))) for a, _ in queue)
+            else:
+                queue.popleft()
+            head_since = time.monotonic()
+            yield result
+    finally:
+        pool.terminate()
+        pool.join()

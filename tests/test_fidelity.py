@@ -1,0 +1,66 @@
+"""The fast decode path (reduced-scale JPEG decoding, Pillow resize in worker processes)
+must embed photos like the reference path: full decode + open_clip's own transform, fp32."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from photosearch.config import ModelSpec
+from photosearch.encode import Encoder
+from photosearch.scan import PhotoFile
+from photosearch.workers import Prepare, prepare_one
+
+
+def _detailed_photo(path, size, seed):
+    """A picture with fine detail and large shapes, like a photo (not flat colour)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([np.sin(x / (17 + 9 * c) + c) * np.cos(y / (23 + 5 * c)) for c in range(3)], axis=-1)
+    pixels = (base * 90 + 128 + rng.normal(0, 18, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    img.paste((220, 40, 30), (w // 5, h // 4, w // 2, h // 2))
+    img.save(path, quality=92)
+    return path
+
+
+def _reference(encoder: Encoder, path) -> np.ndarray:
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        return encoder.encode_images([encoder.preprocess(img)])[0]
+
+
+def _fast(encoder: Encoder, path) -> np.ndarray:
+    st = os.stat(path)
+    how = Prepare(size=encoder.image_size, interpolation=encoder.interpolation, crop=encoder.worker_crop)
+    prepared = prepare_one((PhotoFile(os.fsencode(path), st.st_size, st.st_mtime_ns), False, how, None))
+    assert prepared.reason is None
+    return encoder.encode_prepared([prepared.pixels])[0]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fidelity")
+    out = [_detailed_photo(folder / f"p{i}.jpg", size, i) for i, size in enumerate([(4000, 3000), (1920, 1080), (1080, 1920), (640, 480), (300, 200)])]
+    png = folder / "wide.png"
+    Image.open(out[1]).save(png)
+    return [*out, png]
+
+
+def _check(encoder, photos):
+    assert encoder.worker_crop  # the fast path is in use for this model
+    for path in photos:
+        cosine = float(_reference(encoder, path) @ _fast(encoder, path))
+        assert cosine >= 0.999, (path.name, cosine)
+
+
+def test_fast_path_matches_reference_tiny_model(tiny_model, photos):
+    _check(Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu"), photos)
+
+
+def test_fast_path_matches_reference_vit_b32(random_vit_b32, photos):
+    _check(Encoder.load(ModelSpec("ViT-B-32", str(random_vit_b32)), "cpu"), photos)
