@@ -78,6 +78,20 @@ def text_vector(encoder, text: str, templates: Sequence[str] | None) -> np.ndarr
     return normalise(vectors.mean(axis=0))
 
 
+def cached_text_vector(store: Store, get_encoder: Callable[[], object], text: str, templates: Sequence[str] | None) -> np.ndarray:
+    """`text_vector`, remembered in the library: a repeated query loads no model."""
+    import hashlib
+    import json
+
+    fingerprint = store.meta().get("model_fingerprint", "")
+    key = hashlib.sha256(json.dumps([fingerprint, phrasings(text, templates)]).encode()).hexdigest()
+    vector = store.cached_query(key)
+    if vector is None:
+        vector = text_vector(get_encoder(), text, templates)
+        store.cache_query(key, vector)
+    return vector
+
+
 def normalise(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     n = float(np.linalg.norm(v))
@@ -127,7 +141,7 @@ def build(
             if row_id is not None:
                 own.add(row_id)
         else:
-            vector = text_vector(get_encoder(), term.text or "", templates)
+            vector = cached_text_vector(store, get_encoder, term.text or "", templates)
         total = term.weight * vector if total is None else total + term.weight * vector
     if total is None or float(np.linalg.norm(total)) < 1e-6:
         raise UsageError("the query terms cancel each other out", "change the --add/--sub terms or their weights")

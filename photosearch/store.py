@@ -8,6 +8,8 @@ Layout (schema version 1):
                         (file names needn't be UTF-8). `embedding` is the L2-normalised
                         vector as little-endian float32, `dim` values. `fingerprint`: sha256 of
                         size + first MiB + last KiB, to recognise moved and copied photos.
+  query_cache(key, vector, used_at)
+                        text query vectors by sha256(model fingerprint, phrasings, text).
   failures(path, size, mtime_ns, reason, failed_at)
                         photos that could not be decoded; not retried until they change.
 
@@ -31,7 +33,8 @@ import numpy as np
 
 from photosearch.errors import BusyError, LibraryError, StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+QUERY_CACHE_SIZE = 5000
 VECTOR_DTYPE = np.dtype("<f4")
 
 
@@ -93,7 +96,12 @@ def _migrate_2(db) -> None:
     db["photos"].create_index(["fingerprint"])
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+def _migrate_3(db) -> None:
+    """Text query vectors, so a repeated query needs no model at all."""
+    db["query_cache"].create({"key": str, "vector": bytes, "used_at": str}, pk="key")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 class Store:
@@ -312,6 +320,28 @@ class Store:
             conn.executemany("DELETE FROM failures WHERE path = ?", params)
             self._bump_generation()
         return removed
+
+    def cached_query(self, key: str) -> np.ndarray | None:
+        try:
+            row = self.conn.execute("SELECT vector FROM query_cache WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # an old library opened read-only has no cache table
+            return None
+        return np.frombuffer(row[0], dtype=VECTOR_DTYPE).astype(np.float32) if row else None
+
+    def cache_query(self, key: str, vector: np.ndarray) -> None:
+        """Best effort: a library we can't write (read-only, busy) just doesn't cache."""
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO query_cache(key, vector, used_at) VALUES (?, ?, ?)",
+                    (key, np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes(), _now()),
+                )
+                conn.execute(
+                    "DELETE FROM query_cache WHERE key NOT IN (SELECT key FROM query_cache ORDER BY used_at DESC LIMIT ?)",
+                    (QUERY_CACHE_SIZE,),
+                )
+        except (StorageError, BusyError, sqlite3.Error):
+            pass
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64, vectors float32 (n, dim)) for every photo, in id order."""

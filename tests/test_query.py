@@ -198,3 +198,24 @@ def test_non_utf8_file_names_round_trip(cli, tiny_model, tmp_path):
     assert base64.b64decode(record["path_bytes"]) == raw
     assert record["path"] == raw.decode("utf-8", "replace")
     assert cli("query", "x", "-0").stdout_bytes == raw + b"\0"
+
+
+def test_a_repeated_text_query_loads_no_model(indexed, isolated_home):
+    """The query's vector is cached in the library: the second time, torch isn't even imported."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from photosearch.cli import main\n"
+        "sys.argv = ['photosearch', 'query', 'a green thing', '-k', '3', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False) for _ in range(2)]
+    assert "TORCH=True" in runs[0].stderr
+    assert "TORCH=False" in runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout and len(runs[1].stdout.splitlines()) == 3
+    # Another phrasing set is another query: not answered from the cache.
+    other = subprocess.run([sys.executable, "-c", probe.replace("'--json']", "'--json', '--no-ensemble']")], capture_output=True, text=True, timeout=300, check=False)
+    assert "TORCH=True" in other.stderr
