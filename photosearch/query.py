@@ -165,24 +165,26 @@ def search(
     """
     import faiss
 
-    params = None
+    from photosearch import vectors
+
+    selector = excluded = None
     if only is not None:
         if exclude:
             only = only[~np.isin(only, np.fromiter(exclude, dtype=np.int64))]
         if len(only) == 0:
             return []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(only, dtype=np.int64)))
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(only, dtype=np.int64))
         available = len(only)
     else:
         if exclude:
             excluded = faiss.IDSelectorBatch(np.fromiter(exclude, dtype=np.int64))
-            params = faiss.SearchParameters(sel=faiss.IDSelectorNot(excluded))
+            selector = faiss.IDSelectorNot(excluded)
         available = index.ntotal
     k = min(top, available, index.ntotal)
     if k <= 0:
         return []
     query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-    scores, ids = index.search(query, k, params=params) if params is not None else index.search(query, k)
+    scores, ids = vectors.search(index, query, k, selector, exhaustive=only is not None)
     hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     if threshold is not None:
         hits = [(s, i) for s, i in hits if s >= threshold]

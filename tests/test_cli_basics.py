@@ -62,6 +62,6 @@ def test_info_reports_library_model_and_index(cli, tiny_model, tmp_path, isolate
     assert facts["photos"] == 3
     assert facts["failures"] == 1
     assert facts["dim"] == 64
-    assert facts["index_kind"] == "flat-ip"
+    assert facts["index_kind"] == "flat-ip"  # exact search below the IVF threshold
     assert facts["index_vectors"] == 3
     assert facts["index_status"] == "current"
