@@ -6,9 +6,6 @@ import json
 import os
 import pickle
 import time
-from pathlib import Path
-
-import pytest
 
 from tests.conftest import make_pictures, run_cli
 from tests.support.hfcache import add_to_hf_cache
