@@ -27,6 +27,10 @@ index: install
 	@test -n "$(DIR)" || { echo "usage: make index DIR=/path/to/photos" >&2; exit 2; }
 	$(BIN)/photosearch index "$(DIR)"
 
+## Speed on this machine, photosearch vs rclip (offline, ~25 min; smoke run: make bench BENCH_ARGS=--quick)
+bench: install
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/python -m pip install --quiet ruff
 	$(BIN)/ruff check photosearch tests scripts

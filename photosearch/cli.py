@@ -211,6 +211,7 @@ SinceOption = typer.Option(None, "--since", help="Taken on or after: YYYY, YYYY-
 UntilOption = typer.Option(None, "--until", help="Taken up to and including this (same forms as --since).", show_default=False)
 MinWidthOption = typer.Option(None, "--min-width", min=1, help="Only photos at least this wide (pixels).", show_default=False)
 MinHeightOption = typer.Option(None, "--min-height", min=1, help="Only photos at least this tall (pixels).", show_default=False)
+JsonOption = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal).")
 EnsembleOption = typer.Option(True, "--ensemble/--no-ensemble", help="Average text over several phrasings (see README).")
 TemplateOption = typer.Option(None, "--template", help="A phrasing with {} for the text; repeat for several (replaces the defaults).", show_default=False)
 
@@ -275,7 +276,7 @@ def query(
     until: Optional[str] = UntilOption,
     min_width: Optional[int] = MinWidthOption,
     min_height: Optional[int] = MinHeightOption,
-    json_out: bool = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal)."),
+    json_out: bool = JsonOption,
     table_out: bool = typer.Option(False, "--table", help="A table (the default on a terminal)."),
     paths: bool = typer.Option(False, "--paths", help="Only paths, one a line."),
     print0: bool = typer.Option(False, "--print0", "-0", help="Only paths, NUL-separated (for xargs -0)."),
@@ -351,7 +352,7 @@ def classify(
     until: Optional[str] = UntilOption,
     min_width: Optional[int] = MinWidthOption,
     min_height: Optional[int] = MinHeightOption,
-    json_out: bool = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal)."),
+    json_out: bool = JsonOption,
     db: Optional[Path] = DbOption,
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
