@@ -381,3 +381,27 @@ def test_a_file_that_hangs_the_decoder_is_skipped_after_the_time_limit(tiny_mode
     assert time.monotonic() - started < 60
     assert summary.added == 5
     assert summary.failures == [(os.fsencode(root / "hang000.jpg"), "decoding took longer than 2 s; skipped")]
+
+
+def test_memory_stays_bounded_on_12_megapixel_photos(tiny_model, tmp_path):
+    """12 MP JPEGs are decoded at reduced scale in the workers: neither the index process
+    nor any decode worker comes near the size of full decodes (36 MB each, x the queue)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    tile = rng.integers(0, 255, (750, 1000, 3), dtype=np.uint8)  # detail, so decoding is real work
+    from PIL import Image
+
+    for i in range(16):
+        Image.fromarray(np.tile(np.roll(tile, i * 37, axis=1), (4, 4, 1))).save(folder / f"p{i}.jpg", quality=90)
+    probe = (
+        "import resource, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-m', 'photosearch', 'index', {str(folder)!r}, '--db', {str(tmp_path / 'lib.db')!r},"
+        f" '--model', 'local-dir:{tiny_model}', '-q'], check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"  # KiB, the largest child
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    peak_mib = int(proc.stdout.strip()) / 1024
+    assert peak_mib < 1024, f"peak RSS {peak_mib:.0f} MiB"
+    assert len(rows(tmp_path / "lib.db")) == 16
