@@ -236,17 +236,29 @@ class _Session:
         self.spec = library.choose_spec(self.store, requested_model(model, pretrained))
         self.device = requested_device(device)
         self._encoder = None
+        self._text_encoder = None
         self._index = None
 
     def encoder(self):
         if self._encoder is None:
-            from photosearch import library
+            from photosearch import library, onnx_text
             from photosearch.encode import Encoder
 
             encoder = Encoder.load(self.spec, self.device)
             library.check_loaded(self.store, self.spec, encoder.resolved.fingerprint(), int(self.store.meta()["dim"]))
             self._encoder = encoder
+            onnx_text.export(encoder, encoder.resolved.fingerprint())  # the next cold query skips torch
         return self._encoder
+
+    def text_encoder(self):
+        """The ONNX text tower when it has been exported for this model, else the model."""
+        if self._text_encoder is None:
+            self._text_encoder = self._encoder
+        if self._text_encoder is None and self.device in ("auto", "cpu"):
+            from photosearch import onnx_text
+
+            self._text_encoder = onnx_text.load(self.store.meta().get("model_fingerprint", ""))
+        return self._text_encoder or self.encoder()
 
     def index(self, quiet: bool):
         if self._index is None:
@@ -316,7 +328,7 @@ def query(
         only = candidate_ids(session.store, filters)
         for raw in queries:
             main_term = q.parse_term(raw, force_text=force_text)
-            built = q.build([main_term, *extra], session.store, session.encoder, templates)
+            built = q.build([main_term, *extra], session.store, session.encoder, templates, session.text_encoder)
             exclude = set() if include_query_images else built.own_ids
             results = q.search(session.store, session.index(quiet), built.vector, top, threshold, only=only, exclude=exclude)
             _render(results, query=main_term.describe(), json_out=json_out, table_out=table_out, paths=paths, print0=print0)

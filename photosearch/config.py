@@ -39,6 +39,18 @@ def data_dir() -> Path:
     return Path(user_data_dir(APP_NAME, appauthor=False))
 
 
+def cache_dir() -> Path:
+    """Derived, rebuildable files (exported text towers): `PHOTOSEARCH_CACHE` or platformdirs."""
+    env = os.environ.get("PHOTOSEARCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser() / "cache"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir(APP_NAME, appauthor=False))
+
+
 def library_path(db: str | os.PathLike | None = None) -> Path:
     """The library database: `--db`, else `PHOTOSEARCH_DB`, else `<data dir>/library.db`."""
     if db:

@@ -230,6 +230,9 @@ def _encode_and_store(
             on_event(IndexEvent("skipped", path, reason))
         done += len(batch)
         on_event(IndexEvent("progress", done=done, total=len(todo)))
+    from photosearch import onnx_text
+
+    onnx_text.export(encoder, fingerprint)  # so cold text queries needn't import torch
 
 
 def _batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:

@@ -132,7 +132,10 @@ def build(
     store: Store,
     get_encoder: Callable[[], object],
     templates: Sequence[str] | None,
+    get_text_encoder: Callable[[], object] | None = None,
 ) -> QueryVector:
+    """The query's unit vector. `get_encoder` gives the full model (needed for images not in
+    the library); `get_text_encoder` something cheaper that only embeds text, if there is."""
     total = None
     own: set[int] = set()
     for term in terms:
@@ -141,7 +144,7 @@ def build(
             if row_id is not None:
                 own.add(row_id)
         else:
-            vector = cached_text_vector(store, get_encoder, term.text or "", templates)
+            vector = cached_text_vector(store, get_text_encoder or get_encoder, term.text or "", templates)
         total = term.weight * vector if total is None else total + term.weight * vector
     if total is None or float(np.linalg.norm(total)) < 1e-6:
         raise UsageError("the query terms cancel each other out", "change the --add/--sub terms or their weights")
