@@ -70,7 +70,12 @@ def export(encoder, fingerprint: str) -> bool:
         return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        model = copy.deepcopy(encoder.model).float().eval()
+        if encoder.precision != "fp32" or encoder.device != "cpu":
+            # Export from the weights as stored, not from a bf16/fp16 copy of them.
+            from photosearch.encode import Encoder
+
+            encoder = Encoder(encoder.resolved, "cpu", "fp32")
+        model = copy.deepcopy(encoder.model).eval()
         model.visual = None  # the image tower isn't needed and needn't be traced
 
         class TextTower(torch.nn.Module):

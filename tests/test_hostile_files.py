@@ -207,7 +207,7 @@ def test_every_exif_orientation_embeds_like_the_upright_picture(corpus, tiny_mod
     from photosearch.encode import Encoder
 
     folder, _ = corpus
-    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu")
+    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
 
     def embed(images: list[Image.Image]) -> np.ndarray:
         return encoder.encode_images([encoder.preprocess(img) for img in images])

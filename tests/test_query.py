@@ -48,7 +48,7 @@ def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed,
     from photosearch.encode import Encoder
     from photosearch.query import DEFAULT_TEMPLATES
 
-    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu")
+    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")  # as the exported text tower
     texts = [t.replace("{}", "a blue square") for t in DEFAULT_TEMPLATES]
     q = encoder.encode_texts(texts).mean(axis=0)
     q /= np.linalg.norm(q)
@@ -212,10 +212,14 @@ def test_a_repeated_text_query_loads_no_model(indexed, isolated_home):
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
     )
-    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False) for _ in range(2)]
+    def run(code: str, cache: str):  # each run with its own empty cache: no exported text tower
+        env = {**os.environ, "PHOTOSEARCH_CACHE": str(isolated_home / cache)}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    runs = [run(probe, "cache-a"), run(probe, "cache-b")]
     assert "TORCH=True" in runs[0].stderr
     assert "TORCH=False" in runs[1].stderr
     assert runs[0].stdout == runs[1].stdout and len(runs[1].stdout.splitlines()) == 3
     # Another phrasing set is another query: not answered from the cache.
-    other = subprocess.run([sys.executable, "-c", probe.replace("'--json']", "'--json', '--no-ensemble']")], capture_output=True, text=True, timeout=300, check=False)
+    other = run(probe.replace("'--json']", "'--json', '--no-ensemble']"), "cache-c")
     assert "TORCH=True" in other.stderr
