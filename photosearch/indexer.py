@@ -7,6 +7,7 @@ keeps what it finished and the next run picks up the rest.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -232,7 +233,11 @@ def _encode_and_store(
         on_event(IndexEvent("progress", done=done, total=len(todo)))
     from photosearch import onnx_text
 
-    onnx_text.export(encoder, fingerprint)  # so cold text queries needn't import torch
+    if not onnx_text.tower_path(fingerprint).is_file():  # so cold text queries needn't import torch
+        resolved = encoder.resolved
+        del encoder, photos  # one model in memory at a time
+        gc.collect()
+        onnx_text.export(resolved, fingerprint)
 
 
 def _batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:

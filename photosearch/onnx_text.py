@@ -58,25 +58,25 @@ def load(fingerprint: str) -> OnnxTextEncoder | None:
 
 
 def export(encoder, fingerprint: str) -> bool:
-    """Export `encoder`'s text tower (an `encode.Encoder`), verify it, save it atomically."""
-    import copy
-
+    """Export the text tower of `encoder` (an `encode.Encoder`, or a `weights.ResolvedModel`
+    to load one from), verify it, save it atomically. Callers that hold a bf16/fp16 model
+    should pass the ResolvedModel after letting go of it: the export loads the stored fp32
+    weights, and two ViT-B models at once would double the peak memory."""
     import torch
 
     path = tower_path(fingerprint)
     if path.is_file():
         return True
-    if not _uses_clip_tokenizer(encoder):
-        return False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if encoder.precision != "fp32" or encoder.device != "cpu":
+        if getattr(encoder, "precision", None) != "fp32" or getattr(encoder, "device", None) != "cpu":
             # Export from the weights as stored, not from a bf16/fp16 copy of them.
             from photosearch.encode import Encoder
 
-            encoder = Encoder(encoder.resolved, "cpu", "fp32")
-        model = copy.deepcopy(encoder.model).eval()
-        model.visual = None  # the image tower isn't needed and needn't be traced
+            encoder = Encoder(getattr(encoder, "resolved", encoder), "cpu", "fp32")
+        if not _uses_clip_tokenizer(encoder):
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = encoder.model  # tracing encode_text reads the text tower only
 
         class TextTower(torch.nn.Module):
             def __init__(self, clip):
