@@ -244,7 +244,9 @@ class _Session:
             from photosearch import library, onnx_text
             from photosearch.encode import Encoder
 
-            encoder = Encoder.load(self.spec, self.device)
+            # fp32 unless told otherwise: a query embeds a few words or one photo, where
+            # bf16 saves nothing, and the text tower can then be exported from this model.
+            encoder = Encoder.load(self.spec, self.device, os.environ.get("PHOTOSEARCH_PRECISION") or "fp32")
             library.check_loaded(self.store, self.spec, encoder.resolved.fingerprint(), int(self.store.meta()["dim"]))
             self._encoder = encoder
             onnx_text.export(encoder, encoder.resolved.fingerprint())  # the next cold query skips torch

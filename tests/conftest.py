@@ -14,6 +14,16 @@ from tests.support.tiny import write_random_tiny
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Module- and session-scoped fixtures run before the per-test home exists: give them a
+    session home too, so no test ever writes to the real user's data or cache folders."""
+    import tempfile
+
+    session_home = Path(tempfile.mkdtemp(prefix="photosearch-tests-"))
+    os.environ["PHOTOSEARCH_HOME"] = str(session_home / "data")
+    os.environ["HF_HOME"] = str(session_home / "hf")
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
