@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def say(text: str) -> None:
 
 def photosearch(*args: str) -> str:
     cmd = [sys.executable, "-m", "photosearch", *args, "--db", str(DEMO / "library.db")]
-    print("$ photosearch " + " ".join(args), file=sys.stderr, flush=True)
+    print("$ photosearch " + shlex.join(args), file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     if proc.returncode not in (0, 3):
         sys.exit(proc.returncode)
@@ -45,7 +46,7 @@ def main() -> None:
         shutil.rmtree(DEMO)
     say("generating 64 pictures in demo/pictures (4 of each of 16 colour+shape classes)")
     labels = write_folder(DEMO / "pictures", per_class=4, seed=2024)
-    say("training (or reusing) a tiny CLIP on other generated pictures — about a minute the first time")
+    say("training (or reusing) a tiny CLIP on other generated pictures — about two minutes the first time")
     model = trained_tiny_model()
     say("indexing")
     photosearch("index", str(DEMO / "pictures"), "--model", f"local-dir:{model}")
