@@ -95,10 +95,15 @@ def export(encoder, fingerprint: str) -> bool:
         # TorchScript exporter can't express.
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                TextTower(model), (tokens,), tmp, input_names=["tokens"], output_names=["features"],
-                dynamic_axes={"tokens": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False,
-            )
+            try:
+                # The exporter restores the wrapper's train/eval flag afterwards, recursively:
+                # a wrapper left in train mode would put the live model's BatchNorm in train mode.
+                torch.onnx.export(
+                    TextTower(model).eval(), (tokens,), tmp, input_names=["tokens"], output_names=["features"],
+                    dynamic_axes={"tokens": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False,
+                )
+            finally:
+                model.eval()
         info_tmp = tmp + ".json"
         Path(info_tmp).write_text(json.dumps({"context_length": int(tokens.shape[1]), "fingerprint": fingerprint}))
         reference = encoder.encode_texts(CHECK_TEXTS)

@@ -59,3 +59,15 @@ def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, tiny
     want = [json.loads(line) for line in torch_run.stdout.splitlines()]
     assert [r["path"] for r in got] == [r["path"] for r in want]
     assert np.allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-4)
+
+
+def test_exporting_leaves_the_live_model_in_eval_mode(tiny_model, tmp_path, monkeypatch):
+    """The model that exported its text tower goes on encoding images (an image query):
+    BatchNorm layers must still use their running statistics."""
+    from photosearch import onnx_text
+    from photosearch.encode import Encoder
+
+    monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
+    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
+    assert onnx_text.export(encoder, encoder.resolved.fingerprint())
+    assert not any(module.training for module in encoder.model.modules())
