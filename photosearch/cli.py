@@ -58,6 +58,13 @@ def _closing_opened() -> Iterator[None]:
             _closers.pop()()
 
 
+def _reader_went_away() -> None:
+    """The reader closed the pipe (`photosearch query x | head -1`): stop quietly. Point
+    stdout at /dev/null so Python's final flush doesn't raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
@@ -80,9 +87,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
         _err(f"Error: {exc.one_line()}")
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:
-        # The reader went away (`photosearch query x | head -1`): stop quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _reader_went_away()
         raise typer.Exit(0) from None
     except KeyboardInterrupt:
         _err("Interrupted.")
@@ -637,8 +642,7 @@ def main() -> None:
     try:
         app()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _reader_went_away()
         sys.exit(0)
 
 
