@@ -62,16 +62,61 @@ def pick_precision(requested: str, device: str) -> str:
 
 
 class Encoder:
-    """A loaded CLIP model: `preprocess` a PIL image, `encode_images`, `encode_texts`."""
+    """A loaded CLIP model: `preprocess` a PIL image, `encode_images`, `encode_texts`.
 
-    def __init__(self, resolved: ResolvedModel, device: str = "auto", precision: str | None = None):
-        import open_clip
+    Classic CLIP designs load through `towers` (plain torch, no open_clip import, one copy
+    of the weights); anything else through open_clip. `parts` names the towers to load:
+    indexing needs only the image tower, text queries only the text tower.
+    """
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        device: str = "auto",
+        precision: str | None = None,
+        parts: tuple[str, ...] = ("image", "text"),
+    ):
         import torch
 
         self.resolved = resolved
         self.spec: ModelSpec = resolved.spec
         self.device = pick_device(device)
         self._torch = torch
+        self.precision = pick_precision(requested_precision(precision), self.device)
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self._open_clip_preprocess = None
+        if not self._fast_load(parts):
+            self._open_clip_load()
+        self.logit_scale = float(self.model.logit_scale.exp().item())
+        self._mean = torch.tensor(self._mean_values).view(1, 3, 1, 1)
+        self._std = torch.tensor(self._std_values).view(1, 3, 1, 1)
+        # Decode workers cut the model input themselves (no torch there) when the transform
+        # is the usual shortest-side resize + centre crop; otherwise they send the decoded
+        # picture and open_clip's own transform runs here.
+        self.worker_crop = self._resize_mode == "shortest" and self.interpolation in ("bicubic", "bilinear")
+
+    def _fast_load(self, parts: tuple[str, ...]):
+        from photosearch import towers
+        from photosearch.weights import open_clip_folder
+
+        arch = towers.architecture(self.resolved, open_clip_folder())
+        if arch is None or not towers.supported(arch):
+            return False
+        model = towers.load(arch, self.resolved.checkpoint, parts=parts, dtype=self.dtype, device=self.device)
+        if model is None:
+            return False
+        self.model, self.backend = model, "photosearch"
+        if "text" in parts:
+            self.tokenizer = _TorchTokens(arch.context_length, self._torch)
+        self.image_size, self.interpolation, self._resize_mode = arch.image_size, arch.interpolation, arch.resize_mode
+        self._mean_values, self._std_values = arch.mean, arch.std
+        self.dim = int(arch.model_cfg["embed_dim"])
+        return True
+
+    def _open_clip_load(self) -> None:
+        import open_clip
+
+        resolved = self.resolved
         overrides = resolved.preprocess_overrides
         try:
             # open_clip reports through logging and warnings; our CLI speaks for it.
@@ -99,31 +144,48 @@ class Encoder:
                 "check that the weights file belongs to this architecture",
             ) from None
         model.eval()
-        self.precision = pick_precision(requested_precision(precision), self.device)
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         model.to(self.dtype)
         self.model = model
-        self.preprocess = preprocess
+        self.backend = "open_clip"
+        self.dim = int(self.encode_texts(["a photo"]).shape[1])
+        self._open_clip_preprocess = preprocess
         size = model.visual.image_size
         self.image_size = int(size if isinstance(size, int) else min(size))
-        self.logit_scale = float(model.logit_scale.exp().item())
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        self._mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1)
-        self._std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1)
+        self._mean_values = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
+        self._std_values = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
         square = isinstance(size, int) or len(set(size)) == 1
-        # Decode workers can cut the model input themselves (no torch there) when the
-        # transform is the usual shortest-side resize + centre crop; otherwise they send
-        # the decoded picture and open_clip's own transform runs here.
-        self.worker_crop = (
-            square
-            and cfg.get("resize_mode", "shortest") == "shortest"
-            and cfg.get("interpolation", "bicubic") in ("bicubic", "bilinear")
-        )
+        self._resize_mode = cfg.get("resize_mode", "shortest") if square else "non-square"
         self.interpolation = cfg.get("interpolation", "bicubic")
 
+    def preprocess(self, image):
+        """A PIL image -> the model's normalised (3, size, size) input tensor."""
+        if self.worker_crop:
+            from photosearch.workers import model_input
+
+            pixels = model_input(image, self.image_size, self.interpolation)
+            return self._normalise_pixels(np.expand_dims(pixels, 0))[0]
+        if self._open_clip_preprocess is None:  # fast-loaded model with an unusual transform
+            import open_clip
+
+            self._open_clip_preprocess = open_clip.image_transform(
+                self.image_size, is_train=False, mean=tuple(self._mean.flatten().tolist()),
+                std=tuple(self._std.flatten().tolist()), interpolation=self.interpolation,
+                resize_mode=self._resize_mode,
+            )  # fmt: skip
+        return self._open_clip_preprocess(image)
+
+    def _normalise_pixels(self, batch: np.ndarray):
+        torch = self._torch
+        batch = batch if batch.flags.writeable else batch.copy()  # torch wants writable memory
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+        return x.sub_(self._mean).div_(self._std)
+
     @classmethod
-    def load(cls, spec: ModelSpec, device: str = "auto", precision: str | None = None) -> "Encoder":
-        return cls(resolve(spec), device, precision)
+    def load(
+        cls, spec: ModelSpec, device: str = "auto", precision: str | None = None, parts: tuple[str, ...] = ("image", "text")
+    ) -> "Encoder":
+        return cls(resolve(spec), device, precision, parts)
 
     def encode_images(self, pixels: Sequence) -> np.ndarray:
         """`pixels`: tensors from `preprocess`, or a batch tensor. Returns (n, dim) unit vectors."""
@@ -136,10 +198,8 @@ class Encoder:
 
     def encode_prepared(self, items: Sequence) -> np.ndarray:
         """Photos from the decode workers: (size, size, 3) uint8 arrays, or PIL pictures."""
-        torch = self._torch
         if all(isinstance(item, np.ndarray) for item in items):
-            batch = torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2).float().div_(255.0)
-            return self.encode_images(batch.sub_(self._mean).div_(self._std))
+            return self.encode_images(self._normalise_pixels(np.stack(items)))
         return self.encode_images([self.preprocess(item) for item in items])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -148,6 +208,19 @@ class Encoder:
             tokens = self.tokenizer(list(texts)).to(self.device)
             features = self.model.encode_text(tokens)
         return _normalise(features.float().cpu().numpy())
+
+
+class _TorchTokens:
+    """Our numpy CLIP tokenizer (token for token open_clip's), returning a torch tensor."""
+
+    def __init__(self, context_length: int, torch):
+        from photosearch.tokenize import ClipTokenizer, default_vocab_path
+
+        self._tokenize = ClipTokenizer(default_vocab_path(), context_length=context_length)
+        self._torch = torch
+
+    def __call__(self, texts) -> "object":
+        return self._torch.from_numpy(self._tokenize(texts))
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:

@@ -8,9 +8,10 @@ keeps what it finished and the next run picks up the rest.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from photosearch import library, vectors, workers
@@ -190,25 +191,73 @@ def _encode_and_store(
     summary: IndexSummary,
     on_event: Callable[[IndexEvent], None],
 ) -> None:
-    from photosearch.encode import Encoder
-
+    """Decode in worker processes while the model loads in a thread (importing torch and
+    reading the weights takes seconds the workers spend decoding), then encode and store."""
     spec = resolved.spec
-    on_event(IndexEvent("model", reason=spec.label()))
-    encoder = Encoder(resolved, work.device, work.precision)
     fingerprint = resolved.fingerprint()
-    probe = encoder.encode_texts(["a photo"])
-    library.check_loaded(store, spec, fingerprint, probe.shape[1])
-    library.bind(store, spec, fingerprint, probe.shape[1], encoder.logit_scale)
+    library.check_loaded(store, spec, fingerprint, int(store.meta().get("dim", 0)))  # before any work
+    on_event(IndexEvent("model", reason=spec.label()))
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+    loading = loader.submit(_load_encoder, resolved, work)
+    loader.shutdown(wait=False)
+    run = _Run(store, todo, fingerprints, work, summary, on_event, loading, spec, fingerprint)
+    try:
+        outcome = run.encode_all(_planned_preparation(resolved, work))
+        if isinstance(outcome, Prepare):  # the loaded model cuts photos unlike its config said
+            run.encode_all(outcome)
+    finally:
+        if not loading.cancel():
+            try:
+                loading.result()  # never leave a thread loading a model behind us
+            except Exception:
+                pass
+    from photosearch import onnx_text
 
-    how = Prepare(
-        size=encoder.image_size,
-        interpolation=encoder.interpolation,
-        crop=encoder.worker_crop,
-        max_pixels=work.max_pixels,
-    )
-    done = 0
-    photos = workers.prepared(todo, how, fingerprints, timeout_s=work.decode_timeout, job=work.prepare_job)
-    for batch in _batches(photos, work.batch_size):
+    if not onnx_text.tower_path(fingerprint).is_file():  # so cold text queries needn't import torch
+        del run, loading  # one model in memory at a time
+        gc.collect()
+        onnx_text.export(resolved, fingerprint)
+
+
+@dataclass
+class _Run:
+    store: Store
+    todo: list[tuple[PhotoFile, bool]]
+    fingerprints: dict[bytes, str | None]
+    work: _Work
+    summary: IndexSummary
+    on_event: Callable[[IndexEvent], None]
+    loading: Future
+    spec: ModelSpec
+    fingerprint: str
+    done: int = 0
+
+    def encode_all(self, how: Prepare) -> Prepare | None:
+        """Decode with `how` and encode everything; returns the right `how` instead if the
+        loaded model wants photos cut differently (nothing is stored before that check)."""
+        work, encoder = self.work, None
+        photos = workers.prepared(self.todo, how, self.fingerprints, timeout_s=work.decode_timeout, job=work.prepare_job)
+        buffered: list[Prepared] = []
+        limit = max(4 * work.batch_size, 64)  # decoded photos held while the model loads
+        try:
+            for item in itertools.chain(photos, [None]):
+                if item is not None:
+                    buffered.append(item)
+                if encoder is None and (item is None or self.loading.done() or len(buffered) >= limit):
+                    encoder = self.loading.result()
+                    wanted = _preparation_for(encoder, work)
+                    if wanted != how:
+                        return wanted
+                    library.check_loaded(self.store, self.spec, self.fingerprint, encoder.dim)
+                    library.bind(self.store, self.spec, self.fingerprint, encoder.dim, encoder.logit_scale)
+                while encoder is not None and buffered and (len(buffered) >= work.batch_size or item is None):
+                    batch, buffered = buffered[: work.batch_size], buffered[work.batch_size :]
+                    self._store(encoder, batch)
+        finally:
+            photos.close()
+        return None
+
+    def _store(self, encoder, batch: list[Prepared]) -> None:
         ok = [item for item in batch if item.photo is not None]
         failed = [(i.file.path, i.file.size, i.file.mtime_ns, i.reason) for i in batch if i.photo is None]
         rows: list[PhotoRow] = []
@@ -217,35 +266,42 @@ def _encode_and_store(
             for item, vector in zip(ok, embeddings, strict=True):
                 f, photo = item.file, item.photo
                 taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
-                rows.append(
-                    PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector, item.fingerprint)
-                )
+                rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector, item.fingerprint))
                 if item.existed:
-                    summary.updated += 1
+                    self.summary.updated += 1
                 else:
-                    summary.added += 1
-        store.write_batch(rows, failed)
+                    self.summary.added += 1
+        self.store.write_batch(rows, failed)
         for path, _, _, reason in failed:
-            summary.failed += 1
-            summary.failures.append((path, reason))
-            on_event(IndexEvent("skipped", path, reason))
-        done += len(batch)
-        on_event(IndexEvent("progress", done=done, total=len(todo)))
-    from photosearch import onnx_text
-
-    if not onnx_text.tower_path(fingerprint).is_file():  # so cold text queries needn't import torch
-        resolved = encoder.resolved
-        del encoder, photos  # one model in memory at a time
-        gc.collect()
-        onnx_text.export(resolved, fingerprint)
+            self.summary.failed += 1
+            self.summary.failures.append((path, reason))
+            self.on_event(IndexEvent("skipped", path, reason))
+        self.done += len(batch)
+        self.on_event(IndexEvent("progress", done=self.done, total=len(self.todo)))
 
 
-def _batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
-    batch: list[tuple] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _load_encoder(resolved: ResolvedModel, work: _Work):
+    from photosearch.encode import Encoder
+
+    return Encoder(resolved, work.device, work.precision, parts=("image",))
+
+
+def _planned_preparation(resolved: ResolvedModel, work: _Work) -> Prepare:
+    """How workers cut photos, from the model's config on disk, before the model is loaded."""
+    from photosearch import towers
+    from photosearch.weights import open_clip_folder
+
+    arch = towers.architecture(resolved, open_clip_folder())
+    if arch is None:
+        return Prepare(size=224, crop=False, max_pixels=work.max_pixels)
+    crop = arch.resize_mode == "shortest" and arch.interpolation in ("bicubic", "bilinear")
+    return Prepare(size=arch.image_size, interpolation=arch.interpolation, crop=crop, max_pixels=work.max_pixels)
+
+
+def _preparation_for(encoder, work: _Work) -> Prepare:
+    return Prepare(
+        size=encoder.image_size,
+        interpolation=encoder.interpolation,
+        crop=encoder.worker_crop,
+        max_pixels=work.max_pixels,
+    )

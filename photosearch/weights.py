@@ -87,6 +87,16 @@ def _local_dir_checkpoint(folder: Path) -> Path:
     )
 
 
+def open_clip_folder() -> Path | None:
+    """The installed open_clip package's folder (model configs, vocabulary), not imported."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def _open_clip_registry():
     """open_clip's table of pretrained tags, without importing open_clip (and torch).
 

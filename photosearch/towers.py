@@ -1,0 +1,441 @@
+"""CLIP's two towers in plain torch, loaded straight from open_clip's checkpoint files.
+
+Why not open_clip's own classes: `import open_clip` also imports torchvision and timm
+(which pull in torch._dynamo), ~3.5 s on top of `import torch` here, and its factory builds
+every layer with random initialisation before copying the weights over (a second copy of
+the model in memory, ~1 s for a ViT-B). This module builds the towers on torch's 'meta'
+device (no memory, no initialisation) and takes the checkpoint's tensors as they are,
+converting each to the compute precision on the way, so only one copy ever exists.
+
+It covers the classic CLIP designs: a ViT or a ModifiedResNet image tower, and the causal
+transformer text tower with open_clip's BPE tokenizer. `load` returns None for anything
+else (timm or Hugging Face towers, CoCa, SigLIP's tokenizers, custom attention blocks, a
+checkpoint whose tensors don't fit the config exactly), and the caller falls back to
+open_clip. Parameter names follow open_clip's checkpoint layout, which is the file format.
+tests/test_towers.py checks the outputs against open_clip's models.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_VISION_KEYS = {
+    "layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size", "ls_init_value",
+    "patch_dropout", "no_ln_pre", "pos_embed_type", "final_ln_after_pool", "pool_type",
+    "output_tokens", "norm_kwargs", "attentional_pool", "timm_model_name", "block_type",
+}  # fmt: skip
+_TEXT_KEYS = {
+    "context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value",
+    "embed_cls", "pad_id", "eos_id", "no_causal_mask", "final_ln_after_pool", "pool_type",
+    "proj_bias", "proj_type", "output_tokens", "norm_kwargs", "hf_model_name",
+    "hf_tokenizer_name", "tokenizer_kwargs", "tokenizer_mode", "block_type",
+}  # fmt: skip
+_MODEL_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "custom_text", "init_logit_bias"}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What `load` needs from an open_clip model config (and its preprocessing)."""
+
+    model_cfg: dict
+    quick_gelu: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    resize_mode: str
+
+    @property
+    def image_size(self) -> int:
+        size = self.model_cfg["vision_cfg"].get("image_size", 224)
+        return int(size if isinstance(size, int) else min(size))
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model_cfg["text_cfg"].get("context_length", 77))
+
+
+def architecture(resolved, open_clip_folder: Path | None) -> Architecture | None:
+    """The model config of a resolved spec, read from disk; None if we can't tell."""
+    if resolved.open_clip_name.startswith("local-dir:"):
+        path = Path(resolved.open_clip_name[len("local-dir:") :]) / "open_clip_config.json"
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        model_cfg, pp = doc.get("model_cfg"), dict(doc.get("preprocess_cfg") or {})
+    else:
+        if open_clip_folder is None:
+            return None
+        try:
+            model_cfg = json.loads((open_clip_folder / "model_configs" / f"{resolved.open_clip_name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        pp = dict(model_cfg.pop("preprocess_cfg", None) or {})
+    if not isinstance(model_cfg, dict):
+        return None
+    pp.update(resolved.preprocess_overrides or {})
+    mean, std = pp.get("mean") or OPENAI_MEAN, pp.get("std") or OPENAI_STD
+    return Architecture(
+        model_cfg=model_cfg,
+        quick_gelu=bool(model_cfg.get("quick_gelu", False) or resolved.force_quick_gelu),
+        mean=tuple(float(v) for v in (mean if len(mean) == 3 else [mean[0]] * 3)),
+        std=tuple(float(v) for v in (std if len(std) == 3 else [std[0]] * 3)),
+        interpolation=str(pp.get("interpolation") or "bicubic"),
+        resize_mode=str(pp.get("resize_mode") or "shortest"),
+    )
+
+
+def supported(arch: Architecture) -> bool:
+    """Is this a design `CLIPTowers` computes exactly like open_clip?"""
+    cfg = arch.model_cfg
+    vision, text = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
+    if set(cfg) - _MODEL_KEYS or set(vision) - _VISION_KEYS or set(text) - _TEXT_KEYS:
+        return False
+    if vision.get("timm_model_name") or vision.get("attentional_pool") or vision.get("block_type") not in (None, "default"):
+        return False
+    if vision.get("pool_type", "tok") not in ("tok", "avg"):
+        return False
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name") or text.get("tokenizer_kwargs") or text.get("tokenizer_mode"):
+        return False
+    if text.get("embed_cls") or text.get("no_causal_mask") or text.get("block_type") not in (None, "default"):
+        return False
+    if text.get("pool_type", "argmax") not in ("argmax", "first", "last", "eos"):
+        return False
+    if text.get("proj_type", "linear") not in ("linear", "none") or text.get("vocab_size", 49408) != 49408:
+        return False
+    for part in (vision, text):
+        if set(part.get("norm_kwargs") or {}) - {"eps"}:
+            return False
+    return True
+
+
+class _LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class _QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention with the packed q/k/v projection of nn.MultiheadAttention."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        n, length, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+class _LayerScale(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.empty(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool, layer_scale: bool, eps: float):
+        super().__init__()
+        self.ln_1 = _LayerNorm(width, eps=eps)
+        self.attn = _Attention(width, heads)
+        self.ls_1 = _LayerScale(width) if layer_scale else nn.Identity()
+        self.ln_2 = _LayerNorm(width, eps=eps)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, hidden))
+        self.mlp.add_module("gelu", _QuickGELU() if quick_gelu else nn.GELU())
+        self.mlp.add_module("c_proj", nn.Linear(hidden, width))
+        self.ls_2 = _LayerScale(width) if layer_scale else nn.Identity()
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
+
+
+class _Stack(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, quick_gelu: bool, layer_scale: bool, eps: float):
+        super().__init__()
+        self.resblocks = nn.ModuleList(
+            _Block(width, heads, mlp_ratio, quick_gelu, layer_scale, eps) for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, causal)
+        return x
+
+
+def _eps(part: dict) -> float:
+    return float((part.get("norm_kwargs") or {}).get("eps", 1e-5))
+
+
+class _VisionTransformer(nn.Module):
+    def __init__(self, cfg: dict, embed_dim: int, quick_gelu: bool):
+        super().__init__()
+        width, patch = int(cfg.get("width", 768)), int(cfg.get("patch_size", 16))
+        size = cfg.get("image_size", 224)
+        height, wide = (size, size) if isinstance(size, int) else size
+        grid = (height // patch) * (wide // patch)
+        eps = _eps(cfg)
+        self.pool = cfg.get("pool_type", "tok")
+        self.ln_after_pool = bool(cfg.get("final_ln_after_pool", False))
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
+        self.class_embedding = nn.Parameter(torch.empty(width))
+        self.positional_embedding = nn.Parameter(torch.empty(grid + 1, width))
+        self.ln_pre = nn.Identity() if cfg.get("no_ln_pre") else _LayerNorm(width, eps=eps)
+        heads = width // int(cfg.get("head_width", 64))
+        layer_scale = cfg.get("ls_init_value") is not None
+        self.transformer = _Stack(width, int(cfg.get("layers", 12)), heads, float(cfg.get("mlp_ratio", 4.0)), quick_gelu, layer_scale, eps)
+        self.ln_post = _LayerNorm(width, eps=eps)
+        self.proj = nn.Parameter(torch.empty(width, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype))
+        x = self.transformer(x)
+        if self.ln_after_pool:
+            pooled = x[:, 1:].mean(dim=1) if self.pool == "avg" else x[:, 0]
+            pooled = self.ln_post(pooled)
+        else:
+            x = self.ln_post(x)
+            pooled = x[:, 1:].mean(dim=1) if self.pool == "avg" else x[:, 0]
+        return pooled @ self.proj
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int):
+        super().__init__()
+        out = planes * 4
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.downsample = None
+        if stride > 1 or inplanes != out:
+            self.downsample = nn.Sequential()
+            self.downsample.add_module("-1", nn.AvgPool2d(stride))
+            self.downsample.add_module("0", nn.Conv2d(inplanes, out, 1, bias=False))
+            self.downsample.add_module("1", nn.BatchNorm2d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.avgpool(F.relu(self.bn2(self.conv2(y))))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+class _AttentionPool(nn.Module):
+    """The ResNet's head: one attention query (the mean of the feature map) over all positions."""
+
+    def __init__(self, grid: int, width: int, heads: int, embed_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
+        self.c_proj = nn.Linear(width, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # (n, positions, width)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        n, length, width = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(n, -1, self.heads, width // self.heads).transpose(1, 2)
+
+        q = heads(self.q_proj(x[:, :1]))
+        out = F.scaled_dot_product_attention(q, heads(self.k_proj(x)), heads(self.v_proj(x)))
+        return self.c_proj(out.transpose(1, 2).reshape(n, width))
+
+
+class _ModifiedResNet(nn.Module):
+    def __init__(self, cfg: dict, embed_dim: int):
+        super().__init__()
+        width, layers = int(cfg.get("width", 64)), list(cfg["layers"])
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.avgpool = nn.AvgPool2d(2)
+        inplanes = width
+        for i, blocks in enumerate(layers):
+            planes = width * 2**i
+            stage = nn.Sequential()
+            for j in range(blocks):
+                stage.add_module(str(j), _Bottleneck(inplanes, planes, 2 if (i > 0 and j == 0) else 1))
+                inplanes = planes * 4
+            self.add_module(f"layer{i + 1}", stage)
+        heads = width * 32 // int(cfg.get("head_width", 64))
+        size = cfg.get("image_size", 224)
+        self.attnpool = _AttentionPool((size if isinstance(size, int) else size[0]) // 32, width * 32, heads, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.avgpool(F.relu(self.bn3(self.conv3(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attnpool(x)
+
+
+class _TextTower(nn.Module):
+    """open_clip's causal text transformer, pooled at the end-of-text token (or first/last)."""
+
+    def __init__(self, cfg: dict, embed_dim: int, quick_gelu: bool):
+        super().__init__()
+        width = int(cfg.get("width", 512))
+        self.pool = cfg.get("pool_type", "argmax")
+        self.eos_id = int(cfg.get("eos_id", 2))
+        self.ln_after_pool = bool(cfg.get("final_ln_after_pool", False))
+        layer_scale = cfg.get("ls_init_value") is not None
+        self.token_embedding = nn.Embedding(int(cfg.get("vocab_size", 49408)), width)
+        self.positional_embedding = nn.Parameter(torch.empty(int(cfg.get("context_length", 77)), width))
+        self.transformer = _Stack(width, int(cfg.get("layers", 12)), int(cfg.get("heads", 8)), float(cfg.get("mlp_ratio", 4.0)), quick_gelu, layer_scale, _eps(cfg))
+        self.ln_final = _LayerNorm(width, eps=_eps(cfg))
+        if cfg.get("proj_type", "linear") == "none":
+            self.text_projection = None
+        elif cfg.get("proj_bias"):
+            self.text_projection = nn.Linear(width, embed_dim)
+        else:
+            self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`tokens` may be shorter than the context: the mask is causal, so positions after
+        the end-of-text token can't change what is pooled there."""
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
+        x = self.transformer(x, causal=True)
+        if not self.ln_after_pool:
+            x = self.ln_final(x)
+        rows = torch.arange(x.shape[0], device=x.device)
+        if self.pool == "first":
+            pooled = x[:, 0]
+        elif self.pool == "last":
+            pooled = x[:, -1]
+        elif self.pool == "eos":
+            pooled = x[rows, (tokens == self.eos_id).int().argmax(dim=-1)]
+        else:
+            pooled = x[rows, tokens.argmax(dim=-1)]
+        if self.ln_after_pool:
+            pooled = self.ln_final(pooled)
+        if self.text_projection is None:
+            return pooled
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(pooled)
+        return pooled @ self.text_projection
+
+
+class CLIPTowers(nn.Module):
+    """`encode_image(pixels)` and `encode_text(tokens)`, unnormalised, like open_clip's CLIP."""
+
+    def __init__(self, arch: Architecture, parts: tuple[str, ...]):
+        super().__init__()
+        cfg = arch.model_cfg
+        embed_dim = int(cfg["embed_dim"])
+        vision, text = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
+        self.text_prefix = "text." if cfg.get("custom_text") else ""
+        self.visual = None
+        self.text = None
+        if "image" in parts:
+            if isinstance(vision.get("layers"), (list, tuple)):
+                self.visual = _ModifiedResNet(vision, embed_dim)
+            else:
+                self.visual = _VisionTransformer(vision, embed_dim, arch.quick_gelu)
+        if "text" in parts:
+            self.text = _TextTower(text, embed_dim, arch.quick_gelu)
+        self.logit_scale = nn.Parameter(torch.empty(()))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.text(tokens)
+
+    def checkpoint_key(self, name: str) -> str:
+        """Our parameter name -> the checkpoint's."""
+        if name.startswith("text.") and not self.text_prefix:
+            return name[len("text.") :]
+        return name
+
+
+def load(arch: Architecture, checkpoint: Path, *, parts: tuple[str, ...], dtype: torch.dtype, device: str) -> CLIPTowers | None:
+    """The towers in `parts` ('image', 'text') with the checkpoint's weights, in `dtype`, or
+    None if the checkpoint doesn't match the architecture exactly (caller falls back)."""
+    if not supported(arch):
+        return None
+    with torch.device("meta"):
+        model = CLIPTowers(arch, parts)
+    wanted = {model.checkpoint_key(name): (name, p) for name, p in model.state_dict(keep_vars=True).items()}
+    state: dict[str, torch.Tensor] = {}
+    try:
+        for key, tensor in _read_checkpoint(checkpoint, set(wanted)):
+            name, meta = wanted[key]
+            if key == "logit_scale":
+                tensor = tensor.reshape(())
+            if tuple(tensor.shape) != tuple(meta.shape):
+                return None  # e.g. a position table for another image size: open_clip resizes it
+            # Everything takes the compute dtype but the temperature (and integer counters).
+            keep = name == "logit_scale"
+            state[name] = tensor.to(device=device, dtype=None if keep or not tensor.is_floating_point() else dtype)
+    except Exception:
+        return None
+    if set(state) != {name for name, _ in wanted.values()}:
+        return None
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def _read_checkpoint(path: Path, keys: set[str]):
+    """(key, tensor) for the wanted keys, one tensor in memory at a time where the format allows."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            present = set(f.keys())
+            prefix = "module." if not (keys & present) and any(k.startswith("module.") for k in present) else ""
+            for key in keys:
+                if prefix + key in present:
+                    yield key, f.get_tensor(prefix + key)
+        return
+    data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        return
+    if data and all(k.startswith("module.") for k in data):
+        data = {k[len("module.") :]: v for k, v in data.items()}
+    for key in keys:
+        if key in data:
+            yield key, data[key]
+
+
+def causal_safe_truncation(arch: Architecture) -> bool:
+    """Can a text be fed with fewer than `context_length` tokens without changing its vector?"""
+    text = arch.model_cfg.get("text_cfg") or {}
+    return supported(arch) and text.get("pool_type", "argmax") in ("argmax", "eos", "first")
+
