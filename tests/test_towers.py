@@ -16,7 +16,6 @@ from photosearch.encode import Encoder
 from tests.conftest import make_pictures
 from tests.support.train import trained_tiny_model
 
-
 TEXTS = ["a photo of a dog", "a red circle on a blue background", "x", "sunset over the sea, long exposure, 1998"]
 
 
@@ -147,3 +146,20 @@ def test_indexing_imports_neither_open_clip_nor_torchvision(tiny_model, tmp_path
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert "3 added" in out.stderr
+
+
+def test_a_truncated_weights_file_is_not_loaded_half_empty(tmp_path, tiny_model):
+    """Our reader checks every tensor's byte range; a cut-off download must not load."""
+    import torch
+
+    from photosearch import towers
+    from photosearch.weights import open_clip_folder, resolve
+
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    data = (tiny_model / "open_clip_model.safetensors").read_bytes()
+    (folder / "open_clip_model.safetensors").write_bytes(data[: len(data) - 1000])
+    (folder / "open_clip_config.json").write_bytes((tiny_model / "open_clip_config.json").read_bytes())
+    resolved = resolve(ModelSpec(f"local-dir:{folder}", None))
+    arch = towers.architecture(resolved, open_clip_folder())
+    assert towers.load(arch, resolved.checkpoint, parts=("image", "text"), dtype=torch.float32, device="cpu") is None
