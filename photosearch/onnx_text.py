@@ -72,7 +72,7 @@ def export(encoder, fingerprint: str) -> bool:
             # Export from the weights as stored, not from a bf16/fp16 copy of them.
             from photosearch.encode import Encoder
 
-            encoder = Encoder(getattr(encoder, "resolved", encoder), "cpu", "fp32")
+            encoder = Encoder(getattr(encoder, "resolved", encoder), "cpu", "fp32", parts=("text",))
         if not _uses_clip_tokenizer(encoder):
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
