@@ -87,6 +87,17 @@ def prepare_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
     return Prepared(file, existed, photo, pixels, fingerprint=fingerprint)
 
 
+def default_workers() -> int:
+    """One decode process per CPU this process may use (a 12 MP JPEG costs about as much CPU
+    to decode as a ViT-B-32 costs to embed it in bf16, so on a many-core machine four were
+    too few), at most 16 (each holds ~50 MB)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(16, cpus))
+
+
 def _context():
     # forkserver: children start clean, not as forks of a process that holds torch's threads.
     methods = multiprocessing.get_all_start_methods()
@@ -107,7 +118,7 @@ def prepared(
     A file whose job runs longer than `timeout_s` (counted from when it is the oldest job
     still running) fails with a reason; the pool is replaced and the other jobs resubmitted.
     """
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or default_workers()
     window = workers * 4
     items = iter(todo)
     queue: deque[tuple[tuple, object]] = deque()
