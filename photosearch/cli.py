@@ -11,7 +11,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Literal, Optional
 
 import typer
 
@@ -129,6 +129,7 @@ def index(
     wait: bool = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting."),
     max_megapixels: float = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False),
     decode_timeout: float = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped."),
+    vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10 (bench/ann.py). Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
@@ -146,6 +147,8 @@ def index(
             store = Store.open(library, create=True)
             progress = _IndexProgress(quiet)
             try:
+                if vector_dtype and store.set_vector_dtype(vector_dtype) and not quiet:
+                    _err(f"Converted the library's vectors to {vector_dtype}.")
                 summary = index_folders(
                     store,
                     [os.fsencode(f.absolute()) for f in folders],
@@ -532,6 +535,7 @@ def info(
                 pretrained=meta.get("model_pretrained") or None,
                 weights_fingerprint=meta.get("model_fingerprint"),
                 dim=int(meta["dim"]) if "dim" in meta else None,
+                vector_dtype=meta.get("vector_dtype", "float32"),
                 photos=store.count(),
                 failures=len(store.failures()),
                 index_file=str(ipath),

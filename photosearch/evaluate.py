@@ -95,7 +95,7 @@ def _labelled_vectors(store: Store, labels: dict[bytes, set[str]]):
     for row_id, path, blob in store.conn.execute("SELECT id, path, embedding FROM photos ORDER BY id"):
         if path in labels:
             ids.append(row_id)
-            vectors.append(np.frombuffer(blob, dtype="<f4"))
+            vectors.append(store.vector_from_blob(blob))
             photo_labels.append(labels[path])
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
     return ids, matrix, photo_labels

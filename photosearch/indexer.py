@@ -123,8 +123,7 @@ def index_folders(
 
     on_event(IndexEvent("saving"))
     vectors.remove_leftovers(store.path)
-    generation = store.generation()
-    vectors.save(store, vectors.build(store), generation)
+    vectors.refresh(store)  # catches the search index up on this run's changes; none: untouched
     return summary
 
 

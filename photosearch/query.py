@@ -109,7 +109,7 @@ def image_vector(store: Store, path: bytes, get_encoder: Callable[[], object]) -
         raise UsageError(f"cannot read query image {os.fsdecode(path)}: {exc.strerror}", "check the path") from None
     row = store.conn.execute("SELECT id, size, mtime_ns, embedding FROM photos WHERE path = ?", (path,)).fetchone()
     if row and (row[1], row[2]) == (st.st_size, st.st_mtime_ns):
-        return np.frombuffer(row[3], dtype="<f4").astype(np.float32), row[0]
+        return store.vector_from_blob(row[3]), row[0]
     from photosearch.decode import decode
 
     encoder = get_encoder()
@@ -166,28 +166,21 @@ def search(
     `only` restricts the search to those row ids (filters) *before* taking the top k;
     `exclude` leaves rows out (the query's own images).
     """
-    import faiss
-
     from photosearch import vectors
 
-    selector = excluded = None
     if only is not None:
         if exclude:
             only = only[~np.isin(only, np.fromiter(exclude, dtype=np.int64))]
         if len(only) == 0:
             return []
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(only, dtype=np.int64))
         available = len(only)
     else:
-        if exclude:
-            excluded = faiss.IDSelectorBatch(np.fromiter(exclude, dtype=np.int64))
-            selector = faiss.IDSelectorNot(excluded)
         available = index.ntotal
     k = min(top, available, index.ntotal)
     if k <= 0:
         return []
     query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-    scores, ids = vectors.search(index, query, k, selector, exhaustive=only is not None)
+    scores, ids = vectors.search(index, query, k, only=only, exclude=None if only is not None else exclude)
     hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     if threshold is not None:
         hits = [(s, i) for s, i in hits if s >= threshold]

@@ -1,13 +1,19 @@
 """The library database (SQLite): the source of truth for every photo and its vector.
 
-Layout (schema version 1):
-  meta(key, value)      model name / pretrained / weights fingerprint, dim, generation ...
+Layout (schema version 4):
+  meta(key, value)      model name / pretrained / weights fingerprint, dim, generation,
+                        vector_dtype ('float32', the default, or 'float16') ...
   photos(id, path, size, mtime_ns, width, height, taken_at, taken_at_source, indexed_at,
-         embedding, fingerprint)
+         embedding, fingerprint, vector_gen)
                         one row per indexed photo. `path` is the absolute path as raw bytes
                         (file names needn't be UTF-8). `embedding` is the L2-normalised
-                        vector as little-endian float32, `dim` values. `fingerprint`: sha256 of
-                        size + first MiB + last KiB, to recognise moved and copied photos.
+                        vector, `dim` little-endian values of the library's `vector_dtype`:
+                        float32 (4·dim bytes) or float16 (2·dim bytes); readers go by the
+                        blob's length, so a reader never misreads a vector whatever it read
+                        from `meta` first. `fingerprint`: sha256 of size + first MiB + last
+                        KiB, to recognise moved and copied photos. `vector_gen`: the
+                        generation whose write last set this row's vector (0: before
+                        schema 4), so the search index can catch up on just what changed.
   query_cache(key, vector, used_at)
                         text query vectors by sha256(model fingerprint, phrasings, text).
   failures(path, size, mtime_ns, reason, failed_at)
@@ -31,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from photosearch.errors import BusyError, LibraryError, StorageError
+from photosearch.errors import BusyError, LibraryError, StorageError, UsageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 QUERY_CACHE_SIZE = 5000
-VECTOR_DTYPE = np.dtype("<f4")
+VECTOR_DTYPE = np.dtype("<f4")  # query cache vectors; photo vectors are VECTOR_DTYPES[meta]
+VECTOR_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 
 @dataclass
@@ -101,7 +108,14 @@ def _migrate_3(db) -> None:
     db["query_cache"].create({"key": str, "vector": bytes, "used_at": str}, pk="key")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+def _migrate_4(db) -> None:
+    """Which generation last wrote each vector: incremental search index updates. Rows from
+    before get 0 (a constant default, so no rewrite of a big table); no index file from
+    before this schema is trusted for an incremental update (see vectors.py)."""
+    db["photos"].add_column("vector_gen", int, not_null_default=0)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 class Store:
@@ -225,6 +239,83 @@ class Store:
     def _bump_generation(self) -> None:
         self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
+    def _next_generation(self) -> int:
+        """Inside a write transaction: the generation this write will end at."""
+        return int(self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]) + 1
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that see one version of the library, however many statements they take
+        (a writer may commit in between; WAL keeps our snapshot until the end)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    # -- vector precision ------------------------------------------------------------------
+    def vector_dtype(self) -> str:
+        """'float32' or 'float16': how this library stores photo vectors."""
+        return self.meta().get("vector_dtype", "float32")
+
+    def _stored_dtype(self) -> np.dtype:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'vector_dtype'").fetchone()
+        return VECTOR_DTYPES[row[0] if row else "float32"]
+
+    def set_vector_dtype(self, dtype: str) -> int:
+        """Store photo vectors as `dtype` from now on, converting the stored ones in place
+        (one transaction: killed half-way, nothing changed), then give the freed space back
+        to the disk. Returns how many vectors were converted.
+
+        float32 -> float16 rounds each value to 11 significant bits (cosines move by ~1e-4);
+        converting back widens exactly, so the float16 rounding stays.
+        """
+        if dtype not in VECTOR_DTYPES:
+            raise UsageError(f"unknown vector precision {dtype!r}", "use float32 or float16")
+        target = VECTOR_DTYPES[dtype]
+        dim = int(self.meta().get("dim", 0))
+
+        def convert(blob: bytes) -> bytes:
+            return decode_vectors(blob, 1, dim).astype(target).tobytes()
+
+        self.conn.create_function("photosearch_convert_vector", 1, convert, deterministic=True)
+        with self.transaction() as conn:
+            if self._stored_dtype() == target:
+                converted = 0
+            else:
+                converted = conn.execute(
+                    "UPDATE photos SET embedding = photosearch_convert_vector(embedding), vector_gen = ?",
+                    (self._next_generation(),),
+                ).rowcount
+                self._set_meta({"vector_dtype": dtype})
+                self._bump_generation()
+        if converted or self._free_fraction() > 0.25:
+            self._reclaim_space()
+        return converted
+
+    def _free_fraction(self) -> float:
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return free / pages if pages else 0.0
+
+    def _reclaim_space(self) -> None:
+        """VACUUM (atomic, like any transaction), then fold the WAL back into the file. If it
+        fails (it needs about the library's size in free space), the conversion stands and
+        the same command tries again."""
+        try:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            error = storage_error(self.path, exc)
+            raise type(error)(
+                f"the vectors are converted, but the space they freed could not be given back: {error.message}",
+                "free some space and run the same command again",
+            ) from None
+
     # -- photos ----------------------------------------------------------------------------
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM photos").fetchone()[0]
@@ -242,24 +333,27 @@ class Store:
     def write_batch(self, rows: Iterable[PhotoRow], failed: Iterable[tuple[bytes, int, int, str]]) -> None:
         """Insert or replace photos and record failures, in one transaction."""
         now = _now()
-        photo_params = [
-            (
-                r.path, r.size, r.mtime_ns, r.width, r.height, r.taken_at, r.taken_at_source, now,
-                np.ascontiguousarray(r.embedding, dtype=VECTOR_DTYPE).tobytes(), r.fingerprint,
-            )
-            for r in rows
-        ]
+        rows = list(rows)
         failure_params = [(p, s, m, reason, now) for p, s, m, reason in failed]
         with self.transaction() as conn:
+            dtype, generation = self._stored_dtype(), self._next_generation()
+            photo_params = [
+                (
+                    r.path, r.size, r.mtime_ns, r.width, r.height, r.taken_at, r.taken_at_source, now,
+                    np.ascontiguousarray(r.embedding, dtype=dtype).tobytes(), r.fingerprint, generation,
+                )
+                for r in rows
+            ]
             conn.executemany(
                 """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
-                                      indexed_at, embedding, fingerprint)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      indexed_at, embedding, fingerprint, vector_gen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET
                      size = excluded.size, mtime_ns = excluded.mtime_ns, width = excluded.width,
                      height = excluded.height, taken_at = excluded.taken_at,
                      taken_at_source = excluded.taken_at_source, indexed_at = excluded.indexed_at,
-                     embedding = excluded.embedding, fingerprint = excluded.fingerprint""",
+                     embedding = excluded.embedding, fingerprint = excluded.fingerprint,
+                     vector_gen = excluded.vector_gen""",
                 photo_params,
             )
             conn.executemany("DELETE FROM failures WHERE path = ?", [(p[0],) for p in photo_params])
@@ -299,12 +393,13 @@ class Store:
                 "UPDATE photos SET path = ?, size = ?, mtime_ns = ?, indexed_at = ? WHERE id = ?",
                 [(path, size, mtime, now, row_id) for row_id, path, size, mtime in moves],
             )
+            generation = self._next_generation()
             conn.executemany(
                 """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
-                                      indexed_at, embedding, fingerprint)
-                   SELECT ?, ?, ?, width, height, taken_at, taken_at_source, ?, embedding, fingerprint
+                                      indexed_at, embedding, fingerprint, vector_gen)
+                   SELECT ?, ?, ?, width, height, taken_at, taken_at_source, ?, embedding, fingerprint, ?
                    FROM photos WHERE id = ?""",
-                [(path, size, mtime, now, row_id) for row_id, path, size, mtime in copies],
+                [(path, size, mtime, now, generation, row_id) for row_id, path, size, mtime in copies],
             )
             conn.executemany("DELETE FROM failures WHERE path = ?", [(c[1],) for c in moves + copies])
             self._bump_generation()
@@ -345,16 +440,53 @@ class Store:
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64, vectors float32 (n, dim)) for every photo, in id order."""
+        return self._vectors("SELECT id, embedding FROM photos ORDER BY id", ())
+
+    def iter_vectors(self, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`all_vectors` a chunk at a time (ids ascending), so a million of them needn't be
+        in memory twice over; call inside `snapshot()` for one consistent version."""
+        last = -(2**63)
+        while True:
+            ids, matrix = self._vectors("SELECT id, embedding FROM photos WHERE id > ? ORDER BY id LIMIT ?", (last, chunk))
+            if len(ids) == 0:
+                return
+            yield ids, matrix
+            last = int(ids[-1])
+
+    def vectors_written_after(self, generation: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 vectors) of the rows whose vector was written after `generation`."""
+        return self._vectors("SELECT id, embedding FROM photos WHERE vector_gen > ? ORDER BY id", (generation,))
+
+    def vectors_by_id(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 vectors) of those of these row ids that exist, ascending."""
+        wanted = sorted({int(i) for i in ids})
+        dim = int(self.meta().get("dim", 0))
+        parts = [(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            parts.append(self._vectors(f"SELECT id, embedding FROM photos WHERE id IN ({marks}) ORDER BY id", tuple(chunk)))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def photo_ids(self) -> np.ndarray:
+        """Every photo's row id, ascending."""
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM photos ORDER BY id")), dtype=np.int64)
+
+    def _vectors(self, sql: str, params: tuple) -> tuple[np.ndarray, np.ndarray]:
         dim = int(self.meta().get("dim", 0))
         ids, blobs = [], []
-        for row_id, blob in self.conn.execute("SELECT id, embedding FROM photos ORDER BY id"):
+        for row_id, blob in self.conn.execute(sql, params):
             ids.append(row_id)
             blobs.append(blob)
-        matrix = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(ids), dim)
-        return np.asarray(ids, dtype=np.int64), matrix.astype(np.float32)
+        return np.asarray(ids, dtype=np.int64), decode_vectors(blobs, len(ids), dim)
+
+    def vector_from_blob(self, blob: bytes) -> np.ndarray:
+        """One stored `embedding` as a float32 vector, whatever the library's precision."""
+        return decode_vectors(blob, 1, int(self.meta().get("dim", 0)))[0]
 
     def iter_photos(self, only: np.ndarray | None = None, chunk: int = 2048) -> Iterator[tuple[list[PhotoInfo], np.ndarray]]:
         """(photos, their vectors as an (n, dim) float32 matrix), in path order, chunk by chunk."""
+        dim = int(self.meta().get("dim", 0))
         if only is None:
             ids = [row[0] for row in self.conn.execute("SELECT id FROM photos ORDER BY path")]
         else:
@@ -371,8 +503,7 @@ class Store:
             }
             present = [rows[i] for i in part if i in rows]
             infos = [PhotoInfo(*r[:6]) for r in present]
-            matrix = np.frombuffer(b"".join(r[6] for r in present), dtype=VECTOR_DTYPE).reshape(len(present), -1)
-            yield infos, matrix.astype(np.float32)
+            yield infos, decode_vectors([r[6] for r in present], len(present), dim)
 
     def photos_by_id(self, ids: Iterable[int]) -> dict[int, PhotoInfo]:
         ids = list(ids)
@@ -385,6 +516,19 @@ class Store:
             ):
                 found[row[0]] = PhotoInfo(*row)
         return found
+
+
+def decode_vectors(blobs: bytes | list[bytes], n: int, dim: int) -> np.ndarray:
+    """`n` stored vectors (one blob, or a list of blobs) as an (n, dim) float32 matrix. The
+    byte count says float32 or float16; a mix (never inside one snapshot, as conversion is
+    one transaction) is decoded blob by blob."""
+    joined = blobs if isinstance(blobs, bytes) else b"".join(blobs)
+    for dtype in VECTOR_DTYPES.values():
+        if len(joined) == n * dim * dtype.itemsize:
+            return np.frombuffer(joined, dtype=dtype).reshape(n, dim).astype(np.float32)
+    if isinstance(blobs, bytes) or n == 0:
+        raise LibraryError(f"a stored vector has {len(joined)} bytes, not {dim} values", "is the library damaged?")
+    return np.concatenate([decode_vectors(b, 1, dim) for b in blobs]) if blobs else np.zeros((0, dim), np.float32)
 
 
 def storage_error(path: Path, exc: BaseException) -> Exception:

@@ -1,11 +1,44 @@
-"""The FAISS index: a derived cache of the vectors in SQLite, rebuilt whenever it is stale.
+"""The search index: a derived cache of the vectors in SQLite, caught up on changes.
 
-The file lives next to the library (`library.db.faiss`). It is written to a temporary file
-in the same folder, fsynced and renamed over the old one, so a reader always sees one whole
-version. A manifest in the library's `meta` table (generation, count, sha256 of the file)
-says which version of the library the file holds; on load, a missing, stale, truncated or
-corrupt file is detected and the index is rebuilt from SQLite, never silently empty.
-Vectors are kept under their SQLite row ids (IndexIDMap2), never by implicit position.
+One file next to the library (`library.db.faiss`), in one of two formats:
+
+- Below ANN_THRESHOLD vectors, a flat matrix in our own layout (below), memory-mapped and
+  searched exactly with numpy, so a query from a fresh process needn't import FAISS or read
+  and copy the whole file: loading the index and answering one query took 338 ms at 49 k
+  vectors with the FAISS file, 14 ms now (bench/ann.py `cold`). It holds float32 even for a
+  float16 library (widened exactly; numpy has no fast float16 arithmetic: widening costs
+  ~3 ns a value, 60-150 ms a query at 49 k), so at most 100 MB at 512-d.
+- From ANN_THRESHOLD up, a FAISS inverted-file index: IVF-Flat for float32 libraries, IVF
+  with a float16 scalar quantizer for float16 ones (half the file and memory, same recall:
+  bench/ann.py).
+
+Writes are atomic: a temporary file in the same folder, fsynced, renamed over the old one
+while holding SQLite's write lock, together with a manifest in the library's `meta` table
+(`index_generation`, `index_count`, `index_format`, `index_checksum`, `index_bytes`,
+`index_kind`, `index_trained_on`), so a reader always sees one whole version and knows which
+version of the library it holds. A missing, truncated or corrupt file is detected on load
+and rebuilt from SQLite, never silently empty. Vectors are kept under their SQLite row ids.
+
+Keeping up: every photo row records the generation that last wrote its vector (`vector_gen`,
+store.py). An index file that is whole but older than the library is brought up to date by
+dropping the ids SQLite no longer has or has rewritten and adding the rows written since,
+instead of a rebuild (an IVF rebuild takes 1-2 minutes at 1 M vectors on 2 cores). It is
+rebuilt from scratch only when the file is missing or damaged, the library crossed
+ANN_THRESHOLD either way, the precision changed, or an IVF index holds more than twice or
+less than half the vectors its lists were trained on. An index run that changed nothing
+leaves the file alone.
+
+Flat layout (all little-endian):
+    0   8 bytes  magic b"PSFLAT1\\n"
+    8   uint64   n, the number of vectors
+    16  uint64   dim
+    24  40 bytes zero
+    64  int64[n]          row ids, ascending
+        float32[n, dim]   the vectors, in the same order
+        zeros to a multiple of 4096 bytes
+Its checksum ("sum64") reads the file as 4096-byte blocks of uint64 words: Σ (2i+1)·(sum of
+block i's words) mod 2^64. Any change within one block changes it, as does moving blocks
+around; it costs ~8 ms for 100 MB here, where sha256 costs ~60 ms (FAISS files keep sha256).
 """
 
 from __future__ import annotations
@@ -25,12 +58,22 @@ from photosearch.store import Store, storage_error
 # Exact search while a library is small; an inverted-file index above this size. Measured
 # here (bench/ann.py, 1 M clustered 512-d vectors): exact search ~90 ms a query on one
 # thread, IVF with nlist = √n and 16 lists probed 2 ms at recall@10 0.999 (1/2 ms and 0.98
-# at 100 k), built in 13 s; HNSW32 reached only 0.66-0.84 recall at 1 M and took 385 s. IVF over HNSW: it honours the ID selectors that filters use (probing every
-# list then, so a narrow filter still gets its exact top k) and needs no memory for graph
-# links. It is rebuilt from SQLite after each index run that changed something: about
-# 1-2 minutes for 1 M vectors on 2 cores (an incremental update is future work).
+# at 100 k), built in 13 s; HNSW32 reached only 0.66-0.84 recall at 1 M and took 385 s. IVF
+# over HNSW: it honours the ID selectors that filters use (probing every list then, so a
+# narrow filter still gets its exact top k), needs no memory for graph links, and takes
+# removals and additions in place.
 ANN_THRESHOLD = 50_000
 TRAIN_SAMPLE = 50_000
+NPROBE = 16
+# An IVF index is retrained once it holds more than RETRAIN_GROWTH times, or less than
+# 1/RETRAIN_GROWTH of, the vectors its lists were trained on: lists grown lopsided make
+# probing 16 of them cover less.
+RETRAIN_GROWTH = 2.0
+ADD_CHUNK = 50_000
+
+FLAT_MAGIC = b"PSFLAT1\n"
+FLAT_HEADER = 64
+BLOCK = 4096
 
 
 def index_path(library: Path) -> Path:
@@ -39,55 +82,184 @@ def index_path(library: Path) -> Path:
 
 @dataclass
 class LoadedIndex:
-    index: object  # faiss.Index
-    rebuilt_reason: str | None  # why it had to be rebuilt from SQLite, or None
+    index: object  # FlatIndex or faiss.Index
+    rebuilt_reason: str | None  # why it had to be rebuilt or caught up from SQLite, or None
+
+
+class FlatIndex:
+    """Exact inner-product search over float32 vectors with int64 row ids (ascending), in
+    numpy: what a small library searches, without importing FAISS."""
+
+    def __init__(self, ids: np.ndarray, matrix: np.ndarray):
+        self.ids = ids
+        self.matrix = matrix
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids)
+
+    @property
+    def d(self) -> int:
+        return self.matrix.shape[1]
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of those of `ids` that the index holds, ascending."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.ids, ids)
+        found = pos < len(self.ids)
+        found[found] = self.ids[pos[found]] == ids[found]
+        return np.unique(pos[found])
+
+    def reconstruct(self, row_id: int) -> np.ndarray:
+        pos = self.positions(np.array([row_id]))
+        if len(pos) == 0:
+            raise KeyError(row_id)
+        return np.array(self.matrix[pos[0]], dtype=np.float32)
+
+    def search(self, queries: np.ndarray, k: int, only: np.ndarray | None = None, exclude=None):
+        """(scores, ids), each (n_queries, k), best first, like FAISS: -FLT_MAX and -1 pad
+        where fewer than k rows qualify. `only`/`exclude` restrict the rows *before* the top
+        k is taken. Ties go to the lower row id."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.d)
+        if len(queries) == 1:
+            # numpy's own single-threaded loop: 5 ms at 49 k × 512 here, where BLAS's threaded
+            # matrix-vector product took 13 ms (24 ms with the other core busy).
+            scores = np.einsum("ij,j->i", self.matrix, queries[0]).reshape(1, -1)
+        else:
+            scores = queries @ self.matrix.T
+        candidates = None if only is None else self.positions(only)
+        if exclude is not None and len(exclude):
+            dropped = self.positions(np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+            base = np.arange(self.ntotal) if candidates is None else candidates
+            candidates = np.setdiff1d(base, dropped, assume_unique=True)
+        if candidates is not None:
+            scores = scores[:, candidates]
+        available = scores.shape[1]
+        top = min(k, available)
+        out_scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if top == 0:
+            return out_scores, out_ids
+        for q, row in enumerate(scores):
+            best = np.argpartition(-row, top - 1)[:top] if top < available else np.arange(available)
+            best = best[np.lexsort((best, -row[best]))]
+            out_scores[q, :top] = row[best]
+            out_ids[q, :top] = self.ids[best if candidates is None else candidates[best]]
+        return out_scores, out_ids
+
+
+# -- building ---------------------------------------------------------------------------
 
 
 def build(store: Store):
-    ids, matrix = store.all_vectors()
-    dim = int(store.meta().get("dim", matrix.shape[1] if matrix.ndim == 2 else 0))
-    return build_from(ids, matrix, dim)
-
-
-def build_from(ids: np.ndarray, matrix: np.ndarray, dim: int, ann_threshold: int = ANN_THRESHOLD):
-    """Exact inner-product search below `ann_threshold` vectors, IVF above it."""
-    import faiss
-
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    if len(ids) < ann_threshold:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if len(ids):
-            index.add_with_ids(matrix, ids)
-        return index
-    nlist = int(np.sqrt(len(ids)))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    # k-means on a sample, few iterations: the build runs after every index run that changed
-    # something, and list quality beyond this buys little recall (nprobe covers it).
-    index.cp.niter = 10
-    index.cp.min_points_per_centroid = 16  # we sample 16 per list on purpose: no warning
-    sample = matrix[np.random.default_rng(0).choice(len(ids), size=min(len(ids), max(TRAIN_SAMPLE, 16 * nlist)), replace=False)]
-    index.train(sample)
-    index.add_with_ids(matrix, ids)
-    index.nprobe = 16
+    """A fresh index of every vector in the library (call inside `store.snapshot()` to build
+    from one consistent version)."""
+    dtype = store.vector_dtype()
+    dim = int(store.meta().get("dim", 0))
+    n = store.count()
+    if n < ANN_THRESHOLD:
+        ids, matrix = store.all_vectors()
+        return build_from(ids, matrix, dim, dtype=dtype)
+    # Train on a sample, then add a chunk at a time: a million float32 vectors needn't sit in
+    # memory next to the index.
+    ids = store.photo_ids()
+    index = _empty_ivf(dim, int(np.sqrt(n)), dtype)
+    sample = np.sort(np.random.default_rng(0).choice(ids, size=_train_size(n, index.nlist), replace=False))
+    _train(index, store.vectors_by_id(sample)[1])
+    for chunk_ids, matrix in store.iter_vectors(ADD_CHUNK):
+        index.add_with_ids(matrix, chunk_ids)
     return index
 
 
+def build_from(ids: np.ndarray, matrix: np.ndarray, dim: int, ann_threshold: int = ANN_THRESHOLD, *, dtype: str = "float32"):
+    """Exact inner-product search below `ann_threshold` vectors, IVF above it (storing
+    `dtype`: float32, or float16 through FAISS's scalar quantizer)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32).reshape(len(ids), dim)
+    if len(ids) < ann_threshold:
+        order = np.argsort(ids, kind="stable")
+        return FlatIndex(ids[order], matrix[order])
+    index = _empty_ivf(dim, int(np.sqrt(len(ids))), dtype)
+    sample = np.random.default_rng(0).choice(len(ids), size=_train_size(len(ids), index.nlist), replace=False)
+    _train(index, matrix[np.sort(sample)])
+    index.add_with_ids(matrix, ids)
+    return index
+
+
+def _empty_ivf(dim: int, nlist: int, dtype: str):
+    import faiss
+
+    quantizer = faiss.IndexFlatIP(dim)
+    if dtype == "float16":
+        # by_residual=False: the codes are the vectors themselves in float16, so a score is
+        # one dot product, as exact as float16 allows.
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT, False)
+    else:
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = NPROBE
+    # k-means on a sample, few iterations: list quality beyond this buys little recall
+    # (nprobe covers it), and 16 points a list is enough (no warning about it).
+    index.cp.niter = 10
+    index.cp.min_points_per_centroid = 16
+    return index
+
+
+def _train_size(n: int, nlist: int) -> int:
+    return min(n, max(TRAIN_SAMPLE, 16 * nlist))
+
+
+def _train(index, sample: np.ndarray) -> None:
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+
 def kind(index) -> str:
+    if isinstance(index, FlatIndex):
+        return "flat-ip"
     import faiss
 
     ivf = faiss.try_extract_index_ivf(index)
-    return f"ivf{ivf.nlist}-nprobe{ivf.nprobe}" if ivf is not None else "flat-ip"
+    if ivf is None:
+        return "flat-ip"
+    return f"ivf{ivf.nlist}-nprobe{ivf.nprobe}" + ("-fp16" if _stores_float16(index) else "")
 
 
-def search(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool = False):
-    """FAISS search with an optional ID selector. `exhaustive` (used with filters) makes an
-    IVF index probe every list, so a narrow filter still finds its k best."""
+def _stores_float16(index) -> bool:
+    import faiss
+
+    return isinstance(faiss.downcast_index(faiss.try_extract_index_ivf(index)), faiss.IndexIVFScalarQuantizer)
+
+
+# -- searching --------------------------------------------------------------------------
+
+
+def search(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool = False, only: np.ndarray | None = None, exclude=None):
+    """The k best rows for each query: (scores, ids), best first, -1 ids where fewer qualify.
+
+    `only` (row ids) and `exclude` (row ids) restrict the rows *before* the top k is taken;
+    they work with either kind of index, and an IVF index then probes every list, so a
+    narrow filter still finds its k best. `selector` is a FAISS ID selector (FAISS indexes
+    only), with `exhaustive` to probe every list.
+    """
+    if isinstance(index, FlatIndex):
+        if selector is not None:
+            raise TypeError("a FAISS selector needs a FAISS index; pass only=/exclude= row ids")
+        return index.search(query, k, only=only, exclude=exclude)
     import faiss
 
     # One query is too little work to split: with another process on the second core,
     # FAISS's default two threads made single searches 3.5-4.6x slower (bench/ann.py).
     if len(query) == 1:
         faiss.omp_set_num_threads(1)
+    kept = []  # FAISS selectors hold raw pointers to the selectors they wrap: keep those alive
+    excluded = None if not exclude else np.fromiter(exclude, dtype=np.int64, count=len(exclude))
+    if selector is None and only is not None:
+        only = np.ascontiguousarray(only, dtype=np.int64)
+        if excluded is not None:
+            only = only[~np.isin(only, excluded)]
+        selector, exhaustive = faiss.IDSelectorBatch(only), True
+    elif selector is None and excluded is not None:
+        kept.append(faiss.IDSelectorBatch(excluded))
+        selector = faiss.IDSelectorNot(kept[-1])
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nlist if exhaustive else ivf.nprobe)
@@ -97,39 +269,232 @@ def search(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool 
     return index.search(query, k)
 
 
-def save(store: Store, index, generation: int) -> bool:
-    """Write `index` atomically and record it in the manifest, if the library is still at
-    `generation`. Returns False when the library moved on (the file would be stale)."""
+# -- loading and keeping up ---------------------------------------------------------------
+
+
+def load(store: Store, *, persist: bool = True) -> LoadedIndex:
+    """The index for the library's current generation: from the file if it is whole and
+    current; caught up from SQLite if it is whole but older; else rebuilt from SQLite. What
+    was caught up or rebuilt is saved if `persist` and the folder is writable."""
+    version = _current(store)
+    if version.reason is not None and persist:
+        try:
+            _save(store, version)
+        except (OSError, sqlite3.Error, PhotosearchError):
+            pass  # a read-only library still answers queries from the rebuilt index
+    return LoadedIndex(version.index, version.reason)
+
+
+def refresh(store: Store) -> str:
+    """After an index run: bring the file up to the library's generation. Returns 'current'
+    (nothing to do: the file is not even read, let alone rewritten), 'updated' (caught up
+    in place) or 'rebuilt'. Errors writing the file are raised."""
+    meta = store.meta()
+    path = index_path(store.path)
+    if (
+        meta.get("index_generation") == meta.get("generation")
+        and meta.get("index_format") in ("flat", "faiss")
+        and path.exists()
+        and str(path.stat().st_size) == meta.get("index_bytes")
+    ):
+        return "current"
+    version = _current(store, accept_legacy=False)
+    _save(store, version)
+    return "updated" if version.caught_up else "rebuilt"
+
+
+@dataclass
+class _Version:
+    index: object
+    generation: int
+    trained_on: int | None  # IVF: how many vectors its lists were trained on
+    reason: str | None = None  # not the file's version as it was: why
+    caught_up: bool = False
+
+
+def _current(store: Store, *, accept_legacy: bool = True) -> _Version:
+    """The index at the library's current generation, in one consistent snapshot. A current
+    file from before schema 4 (a FAISS index, even for a small library) is `accept_legacy`:
+    a query uses it, an index run replaces it."""
+    with store.snapshot():
+        meta = store.meta()
+        generation = int(meta.get("generation", 0))
+        cached, reason = _read_file(store, meta, accept_legacy)
+        if cached is not None and cached.generation == generation:
+            return cached
+        if cached is not None:
+            caught_up = _catch_up(store, cached, meta)
+            if caught_up is not None:
+                return _Version(caught_up, generation, cached.trained_on, "is out of date", caught_up=True)
+            reason = "is out of date"
+        index = build(store)
+        trained_on = index.ntotal if not isinstance(index, FlatIndex) else None
+        return _Version(index, generation, trained_on, reason or "is out of date")
+
+
+def _read_file(store: Store, meta: dict[str, str], accept_legacy: bool) -> tuple[_Version | None, str | None]:
+    """The file as its manifest describes it, or (None, what is wrong with it)."""
+    path = index_path(store.path)
+    fmt = meta.get("index_format")
+    checksum = meta.get("index_checksum")
+    if fmt is None and "index_sha256" in meta:  # written before schema 4: usable only if current
+        if meta.get("index_generation") != meta.get("generation") or not accept_legacy:
+            return None, "is out of date"
+        fmt, checksum = "faiss", "sha256:" + meta["index_sha256"]
+    if not path.exists():
+        return None, "is missing"
+    if fmt not in ("flat", "faiss") or checksum is None or "index_generation" not in meta:
+        return None, "is out of date"
+    try:
+        with open(path, "rb") as f:
+            index = _read_flat(f, checksum) if fmt == "flat" else _read_faiss(f, checksum)
+    except _Damaged as exc:
+        return None, str(exc)
+    except OSError:
+        return None, "can't be read"
+    if index.ntotal != int(meta.get("index_count", -1)):
+        return None, "holds the wrong number of vectors"
+    trained = meta.get("index_trained_on")
+    return _Version(index, int(meta["index_generation"]), int(trained) if trained else None), None
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _read_flat(f, checksum: str) -> FlatIndex:
+    size = os.fstat(f.fileno()).st_size
+    if size < BLOCK or size % BLOCK:
+        raise _Damaged("is corrupt (truncated)")
+    data = np.memmap(f, dtype=np.uint8, mode="r")
+    if checksum != "sum64:" + _sum64(data):
+        raise _Damaged("is corrupt (checksum mismatch)")
+    if bytes(data[:8]) != FLAT_MAGIC:
+        raise _Damaged("can't be read")
+    n, dim = (int(v) for v in data[8:24].view("<u8"))
+    end = FLAT_HEADER + 8 * n + 4 * n * dim
+    if end > size:
+        raise _Damaged("can't be read")
+    ids = data[FLAT_HEADER : FLAT_HEADER + 8 * n].view("<i8")
+    matrix = data[FLAT_HEADER + 8 * n : end].view("<f4").reshape(n, dim)
+    return FlatIndex(ids, matrix)
+
+
+def _read_faiss(f, checksum: str):
     import faiss
 
+    digest = hashlib.sha256()
+    while chunk := f.read(1 << 24):
+        digest.update(chunk)
+    if checksum != "sha256:" + digest.hexdigest():
+        raise _Damaged("is corrupt (checksum mismatch)")
+    f.seek(0)  # parse what was verified: the same open file, even if a writer replaced the path
+    try:
+        return faiss.read_index(faiss.PyCallbackIOReader(f.read))
+    except RuntimeError:
+        raise _Damaged("can't be read") from None
+
+
+def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
+    """`cached.index` brought from its generation to the library's: the rows SQLite no longer
+    has or has rewritten since are dropped, the rewritten and new ones added. None when a
+    rebuild is due instead (see the module docstring), or for a file older than schema 4."""
+    index = cached.index
+    n = store.count()
+    flat = isinstance(index, FlatIndex)
+    if flat != (n < ANN_THRESHOLD) or "index_format" not in meta or cached.generation > int(meta["generation"]):
+        return None
+    if index.d != int(meta.get("dim", 0)):  # an empty library's index, from before it had a model
+        return None
+    if not flat:
+        trained = cached.trained_on or 0
+        if not trained / RETRAIN_GROWTH <= n <= trained * RETRAIN_GROWTH:
+            return None
+        if _stores_float16(index) != (store.vector_dtype() == "float16"):
+            return None
+    current = store.photo_ids()
+    changed_ids, changed = store.vectors_written_after(cached.generation)
+    held = index.ids if flat else _faiss_ids(index)
+    gone = np.union1d(np.setdiff1d(held, current, assume_unique=True), changed_ids)
+    if flat:
+        keep = ~np.isin(index.ids, gone)
+        ids = np.concatenate([index.ids[keep], changed_ids])
+        order = np.argsort(ids, kind="stable")
+        matrix = np.concatenate([index.matrix[keep], changed])[order]
+        index = FlatIndex(ids[order], matrix)
+    else:
+        import faiss
+
+        if len(gone):
+            index.remove_ids(faiss.IDSelectorBatch(gone))
+        if len(changed_ids):
+            index.add_with_ids(changed, changed_ids)
+    if index.ntotal != len(current):  # can't happen; if it does, a rebuild puts it right
+        return None
+    return index
+
+
+def _faiss_ids(index) -> np.ndarray:
+    """Every id an IVF index holds."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [np.zeros(0, np.int64)]
+    for number in range(ivf.nlist):
+        size = lists.list_size(number)
+        if size:
+            parts.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
+    return np.sort(np.concatenate(parts))
+
+
+# -- saving -----------------------------------------------------------------------------
+
+
+def save(store: Store, index, generation: int, *, trained_on: int | None = None) -> bool:
+    """Write `index` atomically and record it in the manifest, if the library is still at
+    `generation`. Returns False when the library moved on (the file would be stale)."""
+    if trained_on is None and not isinstance(index, FlatIndex):
+        trained_on = index.ntotal
+    return _save(store, _Version(index, generation, trained_on))
+
+
+def _save(store: Store, version: _Version) -> bool:
     target = index_path(store.path)
-    data = faiss.serialize_index(index).tobytes()
     try:
         fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise storage_error(store.path, exc) from None
     try:
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            with os.fdopen(fd, "w+b") as f:
+                if isinstance(version.index, FlatIndex):
+                    fmt, checksum = "flat", "sum64:" + _write_flat(f, version.index)
+                else:
+                    fmt, checksum = "faiss", "sha256:" + _write_faiss(f, version.index)
                 f.flush()
                 os.fsync(f.fileno())
+                size = f.tell()
         except OSError as exc:
             raise storage_error(store.path, exc) from None
         # Holding SQLite's write lock while we swap the file keeps file and manifest in step
         # with any other process doing the same.
         with store.transaction() as conn:
             current = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-            if current != generation:
+            if current != version.generation:
                 os.unlink(tmp)
                 return False
             os.replace(tmp, target)
+            conn.execute("DELETE FROM meta WHERE key = 'index_sha256'")  # the manifest before schema 4
             store._set_meta(
                 {
-                    "index_generation": generation,
-                    "index_count": index.ntotal,
-                    "index_sha256": hashlib.sha256(data).hexdigest(),
-                    "index_kind": kind(index),
+                    "index_generation": version.generation,
+                    "index_count": version.index.ntotal,
+                    "index_format": fmt,
+                    "index_checksum": checksum,
+                    "index_bytes": size,
+                    "index_kind": kind(version.index),
+                    "index_trained_on": version.trained_on,
                 }
             )
         _fsync_dir(target.parent)
@@ -138,6 +503,38 @@ def save(store: Store, index, generation: int) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _write_flat(f, index: FlatIndex) -> str:
+    n, dim = index.ntotal, index.d
+    header = FLAT_MAGIC + np.array([n, dim], dtype="<u8").tobytes()
+    f.write(header.ljust(FLAT_HEADER, b"\0"))
+    f.write(np.ascontiguousarray(index.ids, dtype="<i8").tobytes())
+    for start in range(0, n, ADD_CHUNK):
+        f.write(np.ascontiguousarray(index.matrix[start : start + ADD_CHUNK], dtype="<f4").tobytes())
+    f.write(b"\0" * (-f.tell() % BLOCK))
+    f.flush()
+    return _sum64(np.memmap(f, dtype=np.uint8, mode="r"))
+
+
+def _write_faiss(f, index) -> str:
+    import faiss
+
+    digest = hashlib.sha256()
+
+    def write(data: bytes) -> int:
+        digest.update(data)
+        return f.write(data)
+
+    faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+    return digest.hexdigest()
+
+
+def _sum64(data: np.ndarray) -> str:
+    """The flat file's checksum (module docstring); `data` is the whole file as uint8."""
+    sums = data.view("<u8").reshape(-1, BLOCK // 8).sum(axis=1, dtype=np.uint64)
+    weights = np.arange(1, 2 * len(sums), 2, dtype=np.uint64)
+    return format(int((sums * weights).sum(dtype=np.uint64)), "016x")
 
 
 def remove_leftovers(library: Path) -> None:
@@ -161,41 +558,3 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def load(store: Store, *, persist: bool = True) -> LoadedIndex:
-    """The index for the library's current generation: from the file if it is whole and
-    current, else rebuilt from SQLite (and saved, if `persist` and the folder is writable)."""
-    import faiss
-
-    meta = store.meta()
-    generation = int(meta.get("generation", 0))
-    reason = _file_problem(store, meta, generation)
-    if reason is None:
-        data = index_path(store.path).read_bytes()
-        if hashlib.sha256(data).hexdigest() == meta.get("index_sha256"):
-            try:
-                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-                if index.ntotal == int(meta.get("index_count", -1)):
-                    return LoadedIndex(index, None)
-                reason = "holds the wrong number of vectors"
-            except RuntimeError:
-                reason = "can't be read"
-        else:
-            reason = "is corrupt (checksum mismatch)"
-    index = build(store)
-    if persist:
-        try:
-            save(store, index, generation)
-        except (OSError, sqlite3.Error, PhotosearchError):
-            pass  # a read-only library still answers queries from the rebuilt index
-    return LoadedIndex(index, reason)
-
-
-def _file_problem(store: Store, meta: dict[str, str], generation: int) -> str | None:
-    path = index_path(store.path)
-    if not path.exists():
-        return "is missing"
-    if meta.get("index_generation") != str(generation):
-        return "is out of date"
-    return None
