@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
+import pytest
 
 from photosearch.config import ModelSpec
 from tests.conftest import REPO, make_pictures
@@ -26,17 +28,150 @@ def _cosines(encoder, onnx_encoder) -> np.ndarray:
     return np.sum(encoder.encode_texts(TEXTS) * onnx_encoder.encode_texts(TEXTS), axis=1)
 
 
-def test_exported_text_tower_matches_torch(tiny_model, random_vit_b32, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def exported(tiny_model, random_vit_b32, tmp_path_factory):
+    """The tiny model and ViT-B-32 (random weights), each loaded in fp32 and exported once
+    into one cache folder: (cache folder, [(encoder, fingerprint), ...])."""
+    from photosearch import onnx_text
+    from photosearch.encode import Encoder
+
+    cache = tmp_path_factory.mktemp("cache")
+    models = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PHOTOSEARCH_CACHE", str(cache))
+        for spec in (ModelSpec(f"local-dir:{tiny_model}", None), ModelSpec("ViT-B-32", str(random_vit_b32))):
+            encoder = Encoder.load(spec, "cpu", "fp32")
+            fingerprint = encoder.resolved.fingerprint()
+            assert onnx_text.export(encoder, fingerprint)
+            models.append((encoder, fingerprint))
+    return cache, models
+
+
+def test_exported_text_tower_matches_torch(exported, monkeypatch):
+    from photosearch import onnx_text
+
+    cache, models = exported
+    monkeypatch.setenv("PHOTOSEARCH_CACHE", str(cache))
+    for encoder, fingerprint in models:
+        assert onnx_text.tower_path(fingerprint).is_file()
+        assert _cosines(encoder, onnx_text.load(fingerprint)).min() >= 0.999
+
+
+def test_texts_are_fed_cut_after_their_end_token_with_unchanged_vectors(exported, monkeypatch):
+    """CLIP's text transformer is causal and reads its output at the end token: a query's
+    prompts run ~10 tokens long instead of the full context, and give the same vectors."""
+    from photosearch import onnx_text
+
+    cache, models = exported
+    monkeypatch.setenv("PHOTOSEARCH_CACHE", str(cache))
+    texts = [*TEXTS, "a blurry photo of three people laughing at a birthday party in the garden at night."]
+    for _, fingerprint in models:
+        tower = onnx_text.load(fingerprint)
+        assert tower.cut
+        tokens = tower.tokenizer(texts)
+        assert onnx_text.used_length(tokens) < tokens.shape[1]
+        full = tower.encode_texts(texts, cut=False)
+        assert np.sum(full * tower.encode_texts(texts), axis=1).min() >= 0.9999
+        one_by_one = np.concatenate([tower.encode_texts([text]) for text in texts])  # a length each
+        assert np.sum(full * one_by_one, axis=1).min() >= 0.9999
+
+
+class _TextModel:
+    """The contract `onnx_text.export` relies on (`model.encode_text`, `tokenizer`,
+    `precision`, `device`, `encode_texts`), around any torch text model."""
+
+    def __init__(self, model, context_length: int):
+        import torch
+
+        from photosearch.tokenize import ClipTokenizer, default_vocab_path
+
+        self.model, self.precision, self.device, self.resolved = model.eval(), "fp32", "cpu", None
+        tokenize = ClipTokenizer(default_vocab_path(), context_length=context_length)
+        self.tokenizer = lambda texts: torch.from_numpy(tokenize(texts))
+
+    def encode_texts(self, texts) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.encode_text(self.tokenizer(list(texts))).float().numpy()
+        return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+
+def _mean_pooled_text_model():
+    """A text model that reads every position, padding included: cutting inputs short
+    would change its vectors."""
+    import torch
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.embedding = torch.nn.Embedding(49408, 16)
+            self.projection = torch.nn.Linear(16, 8)
+
+        def encode_text(self, tokens):
+            return self.projection(self.embedding(tokens).mean(dim=1))
+
+    return MeanPooled()
+
+
+@pytest.mark.parametrize("kind", ["reads padding", "fixed 32-token graph"])
+def test_a_text_model_that_cannot_take_cut_inputs_gets_full_length_ones(kind, tmp_path, monkeypatch):
+    from photosearch import onnx_text
+    from tests.support.tiny import build_model
+
+    monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
+    # open_clip's own CLIP class adds its full position table and causal mask whatever the
+    # input length: its exported graph only runs at the full context length.
+    model = _TextModel(_mean_pooled_text_model(), 77) if kind == "reads padding" else _TextModel(build_model(), 32)
+    assert onnx_text.export(model, "fingerprint")
+    tower = onnx_text.load("fingerprint")
+    assert not tower.cut
+    assert _cosines(model, tower).min() >= 0.999
+
+
+def test_a_tower_exported_by_photosearch_0_1_still_answers_and_the_next_export_replaces_it(tiny_model, tmp_path, monkeypatch):
+    """0.1.0 kept a static full-length graph as <fingerprint>.onnx (+ .json)."""
+    import torch
+
     from photosearch import onnx_text
     from photosearch.encode import Encoder
 
     monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
-    for spec in (ModelSpec(f"local-dir:{tiny_model}", None), ModelSpec("ViT-B-32", str(random_vit_b32))):
-        encoder = Encoder.load(spec, "cpu", "fp32")
-        fingerprint = encoder.resolved.fingerprint()
-        assert onnx_text.export(encoder, fingerprint)
-        assert onnx_text.tower_path(fingerprint).is_file()
-        assert _cosines(encoder, onnx_text.load(fingerprint)).min() >= 0.999
+    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
+    fingerprint = encoder.resolved.fingerprint()
+    legacy = onnx_text.towers_dir() / f"{fingerprint}.onnx"
+    legacy.parent.mkdir(parents=True)
+    tokens = encoder.tokenizer(["a photo"])
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_EncodeText(encoder.model).eval(), (tokens,), str(legacy), input_names=["tokens"], output_names=["features"],
+                          dynamic_axes={"tokens": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)
+    legacy.with_suffix(".json").write_text(json.dumps({"context_length": int(tokens.shape[1]), "fingerprint": fingerprint}))
+
+    old = onnx_text.load(fingerprint)
+    assert not old.cut
+    assert _cosines(encoder, old).min() >= 0.999
+    assert onnx_text.export(encoder, fingerprint)
+    assert not legacy.exists() and not legacy.with_suffix(".json").exists()
+    new = onnx_text.load(fingerprint)
+    assert new.cut
+    assert _cosines(encoder, new).min() >= 0.999
+
+
+class _EncodeText:
+    def __new__(cls, model):
+        import torch
+
+        class EncodeText(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, tokens):
+                return self.model.encode_text(tokens)
+
+        return EncodeText()
 
 
 def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
@@ -71,3 +206,20 @@ def test_exporting_leaves_the_live_model_in_eval_mode(tiny_model, tmp_path, monk
     encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
     assert onnx_text.export(encoder, encoder.resolved.fingerprint())
     assert not any(module.training for module in encoder.model.modules())
+
+
+def test_a_damaged_tower_never_breaks_a_query_and_is_exported_again(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
+    from photosearch import onnx_text
+    from photosearch.weights import resolve
+
+    monkeypatch.setenv("PHOTOSEARCH_PRECISION", "fp32")
+    make_pictures(tmp_path / "pics", 6)
+    assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    fingerprint = resolve(ModelSpec(f"local-dir:{tiny_model}", None)).fingerprint()
+    weights = onnx_text.tower_dir(fingerprint) / "weights.bin"
+    with open(weights, "r+b") as f:  # cut short, as by a full disk or an interrupted copy
+        f.truncate(weights.stat().st_size // 2)
+    run = subprocess.run([sys.executable, "-c", PROBE.format(text="a damaged tower")], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    assert "TORCH=True" in run.stderr, run.stderr  # answered through the model itself
+    assert len(run.stdout.splitlines()) == 5
+    assert onnx_text.load(fingerprint) is not None  # and the tower is whole again

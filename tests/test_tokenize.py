@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from photosearch.tokenize import ClipTokenizer, default_vocab_path
 
@@ -59,6 +61,11 @@ TEXTS = [
 def reference():
     open_clip = pytest.importorskip("open_clip")
     return open_clip
+
+
+@pytest.fixture(scope="module")
+def reference_tokenizer(reference):
+    return reference.get_tokenizer("ViT-B-32")
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +147,40 @@ def test_matches_open_clip_on_random_unicode(reference, ours):
         texts.append("".join(chars))
     expected = reference.get_tokenizer("ViT-B-32")(texts).numpy()
     np.testing.assert_array_equal(ours(texts), expected)
+
+
+# Printable ASCII without '&' skips ftfy and HTML unescaping (they would leave it as it is)
+# and is split with `re` instead of the `regex` module's Unicode classes.
+PRINTABLE_ASCII = "".join(map(chr, range(0x20, 0x7F)))
+
+
+@given(st.text(alphabet=PRINTABLE_ASCII.replace("&", ""), max_size=60))
+@settings(max_examples=3000, deadline=None)
+def test_ftfy_leaves_printable_ascii_without_entities_alone(text):
+    import ftfy
+
+    assert ftfy.fix_text(text) == text
+
+
+@given(st.text(alphabet=PRINTABLE_ASCII + "\t\n\r\x00\x07\x1b\x1c\x1f\x7f", max_size=80))
+@settings(max_examples=1500, deadline=None)
+def test_ascii_text_matches_open_clip(reference_tokenizer, ours, text):
+    assert ours([text]).tolist() == reference_tokenizer([text]).numpy().tolist()
+
+
+def test_cached_tables_give_the_same_tokens(reference_tokenizer, tmp_path):
+    fresh = ClipTokenizer(default_vocab_path(), cache_dir=tmp_path / "cache")  # builds and saves the tables
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    cached = ClipTokenizer(default_vocab_path(), cache_dir=tmp_path / "cache")  # loads them
+    expected = reference_tokenizer(TEXTS).numpy()
+    np.testing.assert_array_equal(fresh(TEXTS), expected)
+    np.testing.assert_array_equal(cached(TEXTS), expected)
+
+
+def test_a_damaged_table_cache_is_rebuilt(ours, tmp_path):
+    cache = tmp_path / "cache"
+    ClipTokenizer(default_vocab_path(), cache_dir=cache)
+    (saved,) = cache.iterdir()
+    saved.write_bytes(saved.read_bytes()[:1000])
+    assert ClipTokenizer(default_vocab_path(), cache_dir=cache)(TEXTS).tolist() == ours(TEXTS).tolist()
+    assert ClipTokenizer(default_vocab_path(), cache_dir=cache)(TEXTS).tolist() == ours(TEXTS).tolist()
