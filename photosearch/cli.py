@@ -131,6 +131,7 @@ def _show(path: bytes) -> str:
 @click.option("--wait", is_flag=True, help="If another index run is writing, wait for it instead of exiting.")
 @click.option("--max-megapixels", type=click.FloatRange(min=0.1), help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].")
 @click.option("--decode-timeout", type=click.FloatRange(min=0.1), default=60.0, help="Seconds one photo may take to decode before it is skipped.")
+@click.option("--vectors", "vector_dtype", type=click.Choice(["float32", "float16"]), help="Store vectors as float32 or float16: half the disk and memory, same recall@10 (bench/ann.py). Converts an existing library in place [default: the library's own, float32 for a new one].")
 @quiet_option
 def index(
     folders: tuple[Path, ...],
@@ -145,6 +146,7 @@ def index(
     wait: bool,
     max_megapixels: float | None,
     decode_timeout: float,
+    vector_dtype: str | None,
     quiet: bool,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped.
@@ -165,6 +167,8 @@ def index(
             store = Store.open(library, create=True)
             progress = _IndexProgress(quiet)
             try:
+                if vector_dtype and store.set_vector_dtype(vector_dtype) and not quiet:
+                    _err(f"Converted the library's vectors to {vector_dtype}.")
                 summary = index_folders(
                     store,
                     [os.fsencode(f.absolute()) for f in folders],
@@ -602,6 +606,7 @@ def info(db: Path | None, json_out: bool) -> None:
                 pretrained=meta.get("model_pretrained") or None,
                 weights_fingerprint=meta.get("model_fingerprint"),
                 dim=int(meta["dim"]) if "dim" in meta else None,
+                vector_dtype=meta.get("vector_dtype", "float32"),
                 photos=store.count(),
                 failures=len(store.failures()),
                 index_file=str(ipath),
