@@ -1,9 +1,8 @@
 """The `photosearch` command: parse options, call the library, render, map errors.
 
 Nothing heavy is imported at module level: `--help`, `--version` and shell completion
-must not pay for torch, open_clip or faiss. The command line is plain click: Typer (0.29)
-validates every option through pydantic, whose import cost ~100 ms on each command here,
-a third of a repeated query.
+must not pay for torch, open_clip or faiss. (Typer is pinned below 0.29, which validates
+options through pydantic: ~100 ms more on every command, a third of a repeated query.)
 """
 
 from __future__ import annotations
@@ -13,43 +12,42 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Literal, Optional
 
-import click
+import typer
 
 from photosearch import __version__
 from photosearch.config import debug_enabled, library_path, requested_device, requested_model
 from photosearch.errors import EXIT_ERROR, EXIT_PARTIAL, PhotosearchError, UsageError
 
-
-class _Commands(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # in the order they are defined, not alphabetical
-
-
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value and not ctx.resilient_parsing:
-        print(f"photosearch {__version__}")
-        ctx.exit()
-
-
-@click.group(
-    cls=_Commands,
-    context_settings={"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 120},
+app = typer.Typer(
+    name="photosearch",
+    help="Semantic photo search: index a folder with CLIP, then find photos by describing them.",
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Print the version and exit.")
-def app() -> None:
-    """Semantic photo search: index a folder with CLIP, then find photos by describing them."""
-
 
 # Options shared by every command, defined once so a flag means the same thing everywhere.
-PATH = click.Path(path_type=Path)
-db_option = click.option("--db", type=PATH, help="Library database file [env: PHOTOSEARCH_DB; default: per-user data dir].")
-model_option = click.option("--model", "-m", help="open_clip model: a name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [env: PHOTOSEARCH_MODEL; default: the library's model, else ViT-B-32].")
-pretrained_option = click.option("--pretrained", "-p", help="Pretrained tag (laion2b_s34b_b79k) or a local weights file [env: PHOTOSEARCH_PRETRAINED].")
-device_option = click.option("--device", help="auto, cpu, cuda or mps [env: PHOTOSEARCH_DEVICE; default: auto].")
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+DbOption = typer.Option(None, "--db", help="Library database file [env: PHOTOSEARCH_DB; default: per-user data dir].", show_default=False)
+ModelOption = typer.Option(None, "--model", "-m", help="open_clip model: a name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [env: PHOTOSEARCH_MODEL; default: the library's model, else ViT-B-32].", show_default=False)
+PretrainedOption = typer.Option(None, "--pretrained", "-p", help="Pretrained tag (laion2b_s34b_b79k) or a local weights file [env: PHOTOSEARCH_PRETRAINED].", show_default=False)
+DeviceOption = typer.Option(None, "--device", help="auto, cpu, cuda or mps [env: PHOTOSEARCH_DEVICE; default: auto].", show_default=False)
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"photosearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Semantic photo search: index a folder with CLIP, then find photos by describing them."""
 
 
 @contextmanager
@@ -82,24 +80,24 @@ def _errors_to_exit_codes() -> Iterator[None]:
     try:
         with _closing_opened():
             yield
-    except (click.exceptions.Exit, click.Abort):
+    except (typer.Exit, typer.Abort):
         raise
     except PhotosearchError as exc:
         if debug_enabled():
             raise
         _err(f"Error: {exc.one_line()}")
-        raise click.exceptions.Exit(exc.exit_code) from None
+        raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:
         _reader_went_away()
-        raise click.exceptions.Exit(0) from None
+        raise typer.Exit(0) from None
     except KeyboardInterrupt:
         _err("Interrupted.")
-        raise click.exceptions.Exit(130) from None
+        raise typer.Exit(130) from None
     except Exception as exc:
         if debug_enabled():
             raise
         _err(f"Error: unexpected {type(exc).__name__}: {exc}. Hint: rerun with PHOTOSEARCH_DEBUG=1 for a traceback and report it.")
-        raise click.exceptions.Exit(EXIT_ERROR) from None
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 def _open_for_command(path: Path):
@@ -119,40 +117,23 @@ def _show(path: bytes) -> str:
 
 
 @app.command()
-@click.argument("folders", nargs=-1, required=True, type=PATH)
-@db_option
-@model_option
-@pretrained_option
-@device_option
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, help="Photos per model batch.")
-@click.option("--precision", help="auto, fp32, bf16 or fp16 [env: PHOTOSEARCH_PRECISION; default auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32].")
-@click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
-@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links (loops are detected).")
-@click.option("--wait", is_flag=True, help="If another index run is writing, wait for it instead of exiting.")
-@click.option("--max-megapixels", type=click.FloatRange(min=0.1), help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].")
-@click.option("--decode-timeout", type=click.FloatRange(min=0.1), default=60.0, help="Seconds one photo may take to decode before it is skipped.")
-@click.option("--vectors", "vector_dtype", type=click.Choice(["float32", "float16"]), help="Store vectors as float32 or float16: half the disk and memory, same recall@10 (bench/ann.py). Converts an existing library in place [default: the library's own, float32 for a new one].")
-@quiet_option
 def index(
-    folders: tuple[Path, ...],
-    db: Path | None,
-    model: str | None,
-    pretrained: str | None,
-    device: str | None,
-    batch_size: int,
-    precision: str | None,
-    include_hidden: bool,
-    follow_symlinks: bool,
-    wait: bool,
-    max_megapixels: float | None,
-    decode_timeout: float,
-    vector_dtype: str | None,
-    quiet: bool,
+    folders: List[Path] = typer.Argument(..., help="Folders (or single photos) to index.", show_default=False),
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Photos per model batch."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16 [env: PHOTOSEARCH_PRECISION; default auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32].", show_default=False),
+    include_hidden: bool = typer.Option(False, "--include-hidden", help="Also index hidden files and folders."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow symbolic links (loops are detected)."),
+    wait: bool = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting."),
+    max_megapixels: float = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False),
+    decode_timeout: float = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped."),
+    vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10 (bench/ann.py). Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
+    quiet: bool = QuietOption,
 ) -> None:
-    """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped.
-
-    FOLDERS are folders or single photos.
-    """
+    """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
     with _errors_to_exit_codes():
         missing = [str(f) for f in folders if not f.exists()]
         if missing:
@@ -195,8 +176,7 @@ def index(
                 f"{summary.removed} removed, {summary.unchanged} unchanged, {summary.failed} failed{known}."
             )
         if summary.failed:
-            raise click.exceptions.Exit(EXIT_PARTIAL)
-
+            raise typer.Exit(EXIT_PARTIAL)
 
 
 class _IndexProgress:
@@ -233,27 +213,19 @@ class _IndexProgress:
 
 # -- query --------------------------------------------------------------------------------
 
-
 # Filters shared by every command that reads the library.
-def filter_options(command):
-    for option in reversed([
-        click.option("--in", "in_dirs", multiple=True, help="Only photos under this folder (repeatable)."),
-        click.option("--glob", multiple=True, help="Only paths matching this pattern; without a '/' it matches the file name, e.g. '*.png' (repeatable)."),
-        click.option("--since", help="Taken on or after: YYYY, YYYY-MM, YYYY-MM-DD or a full ISO time (EXIF capture time, else file time)."),
-        click.option("--until", help="Taken up to and including this (same forms as --since)."),
-        click.option("--min-width", type=click.IntRange(min=1), help="Only photos at least this wide (pixels)."),
-        click.option("--min-height", type=click.IntRange(min=1), help="Only photos at least this tall (pixels)."),
-    ]):
-        command = option(command)
-    return command
+InOption = typer.Option(None, "--in", help="Only photos under this folder (repeatable).", show_default=False)
+GlobOption = typer.Option(None, "--glob", help="Only paths matching this pattern; without a '/' it matches the file name, e.g. '*.png' (repeatable).", show_default=False)
+SinceOption = typer.Option(None, "--since", help="Taken on or after: YYYY, YYYY-MM, YYYY-MM-DD or a full ISO time (EXIF capture time, else file time).", show_default=False)
+UntilOption = typer.Option(None, "--until", help="Taken up to and including this (same forms as --since).", show_default=False)
+MinWidthOption = typer.Option(None, "--min-width", min=1, help="Only photos at least this wide (pixels).", show_default=False)
+MinHeightOption = typer.Option(None, "--min-height", min=1, help="Only photos at least this tall (pixels).", show_default=False)
+JsonOption = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal).")
+EnsembleOption = typer.Option(True, "--ensemble/--no-ensemble", help="Average text over several phrasings (see README).")
+TemplateOption = typer.Option(None, "--template", help="A phrasing with {} for the text; repeat for several (replaces the defaults).", show_default=False)
 
 
-json_option = click.option("--json", "json_out", is_flag=True, help="JSON Lines (the default when stdout is not a terminal).")
-ensemble_option = click.option("--ensemble/--no-ensemble", default=True, help="Average text over several phrasings (see README).")
-template_option = click.option("--template", multiple=True, help="A phrasing with {} for the text; repeat for several (replaces the defaults).")
-
-
-def _templates(ensemble: bool, template: tuple[str, ...] | None):
+def _templates(ensemble: bool, template: Optional[List[str]]):
     from photosearch.query import DEFAULT_TEMPLATES
 
     for t in template or []:
@@ -311,55 +283,33 @@ class _Session:
 
 
 @app.command()
-@click.argument("text")
-@click.option("--top", "-k", type=click.IntRange(min=1), default=10, help="How many results.")
-@click.option("--threshold", "-t", type=float, help="Only results with at least this cosine score.")
-@click.option("--add", "-a", multiple=True, help="Also like this (text or image; 'W:term' weights it), repeatable.")
-@click.option("--sub", "-s", multiple=True, help="Unlike this (text or image; 'W:term' weights it), repeatable.")
-@click.option("--text", "force_text", is_flag=True, help="Treat the query and terms as words even if a file has that name.")
-@click.option("--include-query-images", is_flag=True, help="Keep query images themselves in the results.")
-@ensemble_option
-@template_option
-@filter_options
-@json_option
-@click.option("--table", "table_out", is_flag=True, help="A table (the default on a terminal).")
-@click.option("--paths", is_flag=True, help="Only paths, one a line.")
-@click.option("--print0", "-0", is_flag=True, help="Only paths, NUL-separated (for xargs -0).")
-@db_option
-@model_option
-@pretrained_option
-@device_option
-@quiet_option
 def query(
-    text: str,
-    top: int,
-    threshold: float | None,
-    add: tuple[str, ...],
-    sub: tuple[str, ...],
-    force_text: bool,
-    include_query_images: bool,
-    ensemble: bool,
-    template: tuple[str, ...],
-    in_dirs: tuple[str, ...],
-    glob: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    min_width: int | None,
-    min_height: int | None,
-    json_out: bool,
-    table_out: bool,
-    paths: bool,
-    print0: bool,
-    db: Path | None,
-    model: str | None,
-    pretrained: str | None,
-    device: str | None,
-    quiet: bool,
+    text: str = typer.Argument(..., help='What to look for: words ("a red bicycle"), a photo\'s path (find similar photos), or - to read one query a line from stdin.', show_default=False),
+    top: int = typer.Option(10, "--top", "-k", min=1, help="How many results."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Only results with at least this cosine score.", show_default=False),
+    add: Optional[List[str]] = typer.Option(None, "--add", "-a", help="Also like this (text or image; 'W:term' weights it), repeatable.", show_default=False),
+    sub: Optional[List[str]] = typer.Option(None, "--sub", "-s", help="Unlike this (text or image; 'W:term' weights it), repeatable.", show_default=False),
+    force_text: bool = typer.Option(False, "--text", help="Treat the query and terms as words even if a file has that name."),
+    include_query_images: bool = typer.Option(False, "--include-query-images", help="Keep query images themselves in the results."),
+    ensemble: bool = EnsembleOption,
+    template: Optional[List[str]] = TemplateOption,
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    json_out: bool = JsonOption,
+    table_out: bool = typer.Option(False, "--table", help="A table (the default on a terminal)."),
+    paths: bool = typer.Option(False, "--paths", help="Only paths, one a line."),
+    print0: bool = typer.Option(False, "--print0", "-0", help="Only paths, NUL-separated (for xargs -0)."),
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Find the photos that best match a description or look like a photo.
-
-    TEXT is what to look for: words ("a red bicycle"), a photo's path (find similar photos),
-    or - to read one query a line from stdin.
 
     \b
     photosearch query "a red bicycle"
@@ -395,7 +345,6 @@ def query(
             _render(results, query=main_term.describe(), json_out=json_out, table_out=table_out, paths=paths, print0=print0)
 
 
-
 def _render(results, *, query: str, json_out: bool, table_out: bool, paths: bool, print0: bool) -> None:
     from photosearch import output
 
@@ -413,40 +362,26 @@ def _render(results, *, query: str, json_out: bool, table_out: bool, paths: bool
 
 
 @app.command()
-@click.argument("paths", nargs=-1, type=PATH)
-@click.option("--labels", "-l", multiple=True, help='Comma-separated labels, e.g. "cat,dog,beach" (repeatable).')
-@click.option("--labels-file", type=PATH, help="A file with one label a line.")
-@click.option("--top", "-k", type=click.IntRange(min=1), default=1, help="How many labels to list per photo.")
-@ensemble_option
-@template_option
-@filter_options
-@json_option
-@db_option
-@model_option
-@pretrained_option
-@device_option
 def classify(
-    paths: tuple[Path, ...],
-    labels: tuple[str, ...],
-    labels_file: Path | None,
-    top: int,
-    ensemble: bool,
-    template: tuple[str, ...],
-    in_dirs: tuple[str, ...],
-    glob: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    min_width: int | None,
-    min_height: int | None,
-    json_out: bool,
-    db: Path | None,
-    model: str | None,
-    pretrained: str | None,
-    device: str | None,
+    paths: Optional[List[Path]] = typer.Argument(None, help="Photos or folders to tag [default: the whole library].", show_default=False),
+    labels: Optional[List[str]] = typer.Option(None, "--labels", "-l", help='Comma-separated labels, e.g. "cat,dog,beach" (repeatable).', show_default=False),
+    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="A file with one label a line.", show_default=False),
+    top: int = typer.Option(1, "--top", "-k", min=1, help="How many labels to list per photo."),
+    ensemble: bool = EnsembleOption,
+    template: Optional[List[str]] = TemplateOption,
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    json_out: bool = JsonOption,
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
 ) -> None:
     """Zero-shot tagging: the best of the given labels for each photo, with probabilities.
-
-    PATHS are photos or folders to tag [default: the whole library].
 
     \b
     photosearch classify --labels "cat,dog,beach,document"
@@ -510,7 +445,6 @@ def classify(
             _label_table(table_rows)
 
 
-
 def _label_table(rows: list[tuple[str, str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -528,20 +462,16 @@ def _label_table(rows: list[tuple[str, str, float]]) -> None:
 
 
 @app.command()
-@click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), default=0.97, help="Photos at least this similar (cosine) are grouped.")
-@filter_options
-@click.option("--paths", is_flag=True, help="Paths only: a group's paths on one line each, groups separated by an empty line.")
-@db_option
 def duplicates(
-    threshold: float,
-    in_dirs: tuple[str, ...],
-    glob: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    min_width: int | None,
-    min_height: int | None,
-    paths: bool,
-    db: Path | None,
+    threshold: float = typer.Option(0.97, "--threshold", "-t", min=-1.0, max=1.0, help="Photos at least this similar (cosine) are grouped."),
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    paths: bool = typer.Option(False, "--paths", help="Paths only: a group's paths on one line each, groups separated by an empty line."),
+    db: Optional[Path] = DbOption,
 ) -> None:
     """Groups of near-duplicate photos (one JSON line a group, biggest first). No model needed."""
     with _errors_to_exit_codes():
@@ -578,14 +508,14 @@ def duplicates(
             )
 
 
-
 # -- info ---------------------------------------------------------------------------------
 
 
 @app.command()
-@db_option
-@click.option("--json", "json_out", is_flag=True, help="One JSON object instead of text.")
-def info(db: Path | None, json_out: bool) -> None:
+def info(
+    db: Optional[Path] = DbOption,
+    json_out: bool = typer.Option(False, "--json", help="One JSON object instead of text."),
+) -> None:
     """Where the library lives, which model made it, how many photos it holds."""
     with _errors_to_exit_codes():
         import json
@@ -626,13 +556,12 @@ def info(db: Path | None, json_out: bool) -> None:
                 print(f"{key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
 
 
-
 @app.command()
-@db_option
-def failures(db: Path | None) -> None:
+def failures(db: Optional[Path] = DbOption) -> None:
     """List photos that could not be indexed, with the reason (JSON Lines when piped)."""
     with _errors_to_exit_codes():
         import json
+
 
         store = _open_for_command(library_path(db))
         for path, reason, failed_at in store.failures():
@@ -642,23 +571,22 @@ def failures(db: Path | None) -> None:
                 print(json.dumps({"path": _show(path), "reason": reason, "failed_at": failed_at}, ensure_ascii=False))
 
 
-
 # -- eval ---------------------------------------------------------------------------------
 
 
 @app.command("eval")
-@click.argument("folder", type=PATH)
-@click.option("--labels", "-l", type=PATH, required=True, help="JSON {path: label | [labels]} or CSV path,label[;label]; paths relative to FOLDER.")
-@click.option("--db", type=PATH, help="Library to index into and keep [default: a temporary one].")
-@model_option
-@pretrained_option
-@device_option
-@quiet_option
-def eval_(folder: Path, labels: Path, db: Path | None, model: str | None, pretrained: str | None, device: str | None, quiet: bool) -> None:
+def eval_(
+    folder: Path = typer.Argument(..., help="A folder of labelled photos.", show_default=False),
+    labels: Path = typer.Option(..., "--labels", "-l", help="JSON {path: label | [labels]} or CSV path,label[;label]; paths relative to FOLDER.", show_default=False),
+    db: Optional[Path] = typer.Option(None, "--db", help="Library to index into and keep [default: a temporary one].", show_default=False),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    quiet: bool = QuietOption,
+) -> None:
     """Measure retrieval quality on a labelled folder: recall@1/5/10, mAP, zero-shot accuracy.
 
-    FOLDER holds the labelled photos. Each label is a text query; prints a table on stderr
-    and one JSON object on stdout.
+    Each label is a text query; prints a table on stderr and one JSON object on stdout.
     """
     with _errors_to_exit_codes():
         import json
@@ -696,7 +624,6 @@ def eval_(folder: Path, labels: Path, db: Path | None, model: str | None, pretra
         if not quiet:
             _eval_table(report)
         print(json.dumps(report))
-
 
 
 def _eval_table(report: dict) -> None:

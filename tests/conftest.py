@@ -102,7 +102,7 @@ def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, tim
 @pytest.fixture
 def cli():
     """Run the CLI in this process (fast: torch stays imported). Returns click's Result."""
-    from click.testing import CliRunner
+    from typer.testing import CliRunner
 
     from photosearch.cli import app
 

@@ -23,7 +23,7 @@ EXIF_DATE = "2019:07:14 10:00:00"
 def lib(tmp_path_factory):
     """Two held-out folders (a/ and b/) indexed into one library, with a few photos given
     EXIF capture dates, a few made larger, and old mtimes on the rest."""
-    from click.testing import CliRunner
+    from typer.testing import CliRunner
 
     from photosearch.cli import app
 

@@ -26,7 +26,7 @@ def trained() -> Path:
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory, trained):
     """A held-out folder, its labels file, and a library indexed from it with the CLI."""
-    from click.testing import CliRunner
+    from typer.testing import CliRunner
 
     from photosearch.cli import app
 
