@@ -65,3 +65,23 @@ def test_info_reports_library_model_and_index(cli, tiny_model, tmp_path, isolate
     assert facts["index_kind"] == "flat-ip"  # exact search below the IVF threshold
     assert facts["index_vectors"] == 3
     assert facts["index_status"] == "current"
+
+
+def test_a_command_that_loaded_torch_exits_at_once_with_its_code_and_output(tiny_model, tmp_path):
+    """Unloading torch takes most of a second; a finished command skips it, losing nothing:
+    its exit code, its JSON on a pipe and its library are all there."""
+    import sqlite3
+
+    from tests.conftest import make_pictures
+
+    make_pictures(tmp_path / "pics", 3)
+    (tmp_path / "pics" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    db = str(tmp_path / "lib.db")
+    index = run_cli("index", str(tmp_path / "pics"), "--db", db, "--model", f"local-dir:{tiny_model}")
+    assert index.returncode == 3, index.stderr  # one photo skipped: partial success
+    assert b"3 added" in index.stderr and b"broken.jpg" in index.stderr
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    env = {"PHOTOSEARCH_CACHE": str(tmp_path / "no-tower")}  # no text tower: this query loads torch
+    query = run_cli("query", "a dog", "--db", db, "--json", env=env)
+    assert query.returncode == 0, query.stderr
+    assert len(query.stdout.splitlines()) == 3

@@ -17,9 +17,9 @@ TEXTS = ["a red circle", "a photo of a dog on the beach.", "Zürich at night, 20
 
 PROBE = (
     "import sys\n"
-    "from photosearch.cli import main\n"
+    "from photosearch.cli import app\n"
     "sys.argv = ['photosearch', 'query', {text!r}, '-k', '5', '--json']\n"
-    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "try:\n    app()  # not main(), which ends a process that loaded torch at once\nexcept SystemExit:\n    pass\n"
     "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
 )
 

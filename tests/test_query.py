@@ -207,9 +207,9 @@ def test_a_repeated_text_query_loads_no_model(indexed, isolated_home):
 
     probe = (
         "import sys\n"
-        "from photosearch.cli import main\n"
+        "from photosearch.cli import app  # main() ends a process that loaded torch at once\n"
         "sys.argv = ['photosearch', 'query', 'a green thing', '-k', '3', '--json']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
         "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
     )
     def run(code: str, cache: str):  # each run with its own empty cache: no exported text tower

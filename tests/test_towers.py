@@ -136,10 +136,10 @@ def test_indexing_imports_neither_open_clip_nor_torchvision(tiny_model, tmp_path
     make_pictures(tmp_path / "pics", 3)
     code = (
         "import sys\n"
-        "from photosearch.cli import main\n"
+        "from photosearch.cli import app  # main() ends a process that loaded torch at once\n"
         f"sys.argv = ['photosearch', 'index', {str(tmp_path / 'pics')!r}, '--db', {str(tmp_path / 'lib.db')!r}, "
         f"'--model', 'local-dir:{tiny_model}']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "print(sorted(m for m in ('open_clip', 'torchvision', 'timm') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
