@@ -650,14 +650,14 @@ def report(ctx: dict) -> str:
                     f"{fmt(row.get('ms_p90_1thread'), 2)}")
 
         for row in ann.get("exact", []):
-            lines.append(f"| exact: IndexIDMap2(IndexFlatIP) (photosearch's search) | {row['n']:,} | {cells(row)} | 1.000 | {fmt(row['build_s'], 1)} |")
+            lines.append(f"| exact: FAISS IndexFlatIP (the ground truth) | {row['n']:,} | {cells(row)} | 1.000 | {fmt(row['build_s'], 1)} |")
         for row in ann.get("ann", []):
             lines.append(f"| candidate ANN: {row['kind']} | {row['n']:,} | {cells(row)} | {fmt(row['recall@10'], 3)} | {fmt(row['build_s'], 1)} |")
         lines.append("")
         lines.append(f"FAISS {ann.get('faiss')} ({threads} OpenMP threads by default); 1000 clusters with Zipf-like sizes, "
                      "queries drawn from the same mixture; each latency is the best of 3 rounds of 20 queries (median, p90 within the round); "
-                     "recall@10 against the exact top-10 over 200 queries. The exact rows time `index.search` as `photosearch/query.py` calls it "
-                     "(no SQLite lookups).")
+                     "recall@10 against the exact top-10 over 200 queries. Rows named photosearch are the index photosearch itself builds "
+                     "(bench/ann.py prints its own tables for float16 storage, cold loads and incremental updates).")
     lines.append("")
     return "\n".join(lines)
 
@@ -712,10 +712,11 @@ def targets(ctx: dict) -> list[tuple[str, str, str, str]]:
     if imem:
         out.append(("peak memory of an index run", "≤ 1.5 GB", f"{max(imem):.0f} MB (largest of the index runs)", verdict(max(imem) <= 1536)))
     ann = ctx.get("ann") or {}
-    big = [r for r in ann.get("ann", []) if r.get("n") == 1_000_000 and "IVF" in r.get("kind", "") and "nprobe=16" in r.get("kind", "")]
+    big = [r for r in ann.get("precision", []) if r.get("n") == 1_000_000]
     if big:
-        best = min(r.get("ms_median_1thread") or r["ms_median"] for r in big)
-        out.append(("search at 1 M vectors (photosearch's IVF)", "≤ 20 ms", f"{best:.1f} ms, recall@10 {big[0]['recall@10']:.3f}", verdict(best <= 20)))
+        cells = [f"{r['dtype']}: {r.get('ms_median_1thread') or r['ms_median']:.1f} ms, recall@10 {r['recall@10']:.3f}" for r in big]
+        worst = max(r.get("ms_median_1thread") or r["ms_median"] for r in big)
+        out.append(("one query at 1 M vectors (photosearch's own index)", "≤ 20 ms", "; ".join(cells), verdict(worst <= 20)))
     return out
 
 
