@@ -383,7 +383,7 @@ def run_index(tool: str, folder: Path, n: int, work: Path, models: dict, rclip: 
         # then on, and one of half the photos gives the marginal rate (start-up cancels out).
         half = work / f"half-{folder.name}"
         half.mkdir(exist_ok=True)
-        files = sorted(p for p in folder.iterdir() if p.is_file())
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")
         for p in files[: len(files) // 2]:
             os.link(p, half / p.name)
         for key, src, count in (("second", folder, n), ("half", half, len(files) // 2)):

@@ -26,6 +26,7 @@ just leaves queries on the torch path. Towers exported by photosearch 0.1.0 (a s
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -160,6 +161,7 @@ def export(encoder, fingerprint: str) -> bool:
         reference = encoder.encode_texts(CHECK_TEXTS)
         _trace(encoder.model, tokens, work / "traced.onnx", torch)
         del encoder  # ours, when we loaded it: ONNX Runtime's copy comes next
+        gc.collect()  # the traced module's reference cycles hold the weights until collected
         _optimise(work / "traced.onnx", work / _GRAPH)
         (work / "traced.onnx").unlink()
         info = {"format": FORMAT, "fingerprint": fingerprint, "context_length": int(tokens.shape[1]), "cut_after_end": False}
@@ -207,6 +209,7 @@ def _trace(model, tokens, path: Path, torch) -> None:
             torch.onnx.export(
                 TextTower(model).eval(), (tokens,), str(path), input_names=["tokens"], output_names=["features"],
                 dynamic_axes={"tokens": {0: "n", 1: "length"}, "features": {0: "n"}}, opset_version=17, dynamo=False,
+                do_constant_folding=False,
             )  # fmt: skip
         finally:
             model.eval()

@@ -3,8 +3,8 @@
 Why not open_clip's own classes: `import open_clip` also imports torchvision and timm
 (which pull in torch._dynamo), ~3.5 s on top of `import torch` here, and its factory builds
 every layer with random initialisation before copying the weights over (a second copy of
-the model in memory, ~1 s for a ViT-B). This module builds the towers on torch's 'meta'
-device (no memory, no initialisation) and takes the checkpoint's tensors as they are,
+the model in memory, ~1 s for a ViT-B). This module declares the towers' tensors without
+initialising them (nothing becomes resident) and takes the checkpoint's tensors as they are,
 converting each to the compute precision on the way, so only one copy ever exists.
 
 It covers the classic CLIP designs: a ViT or a ModifiedResNet image tower, and the causal
@@ -120,9 +120,63 @@ def supported(arch: Architecture) -> bool:
     return True
 
 
-class _LayerNorm(nn.LayerNorm):
+# The layers below only declare their tensors (torch.empty: address space, not memory)
+# and never initialise them: `load` replaces every one with the checkpoint's. (torch's own
+# layers initialise randomly, and building them on the 'meta' device instead costs ~150 MB
+# of torch's meta-kernel machinery.)
+
+
+def _empty(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.empty(shape), requires_grad=False)
+
+
+class _Linear(nn.Module):
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight, self.bias = _empty(n_out, n_in), _empty(n_out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.linear(x, self.weight, self.bias)
+
+
+class _Conv2d(nn.Module):
+    def __init__(self, n_in: int, n_out: int, kernel: int, stride: int = 1, padding: int = 0):
+        super().__init__()
+        self.weight = _empty(n_out, n_in, kernel, kernel)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, None, self.stride, self.padding)
+
+
+class _BatchNorm2d(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight, self.bias = _empty(channels), _empty(channels)
+        self.register_buffer("running_mean", torch.empty(channels))
+        self.register_buffer("running_var", torch.empty(channels))
+        self.register_buffer("num_batches_tracked", torch.empty((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 1e-5)
+
+
+class _Embedding(nn.Module):
+    def __init__(self, rows: int, width: int):
+        super().__init__()
+        self.weight = _empty(rows, width)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
+class _LayerNorm(nn.Module):
+    def __init__(self, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight, self.bias, self.eps, self.shape = _empty(width), _empty(width), eps, (width,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
 
 
 class _QuickGELU(nn.Module):
@@ -136,9 +190,8 @@ class _Attention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
-        self.out_proj = nn.Linear(width, width)
+        self.in_proj_weight, self.in_proj_bias = _empty(3 * width, width), _empty(3 * width)
+        self.out_proj = _Linear(width, width)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         n, length, width = x.shape
@@ -151,7 +204,7 @@ class _Attention(nn.Module):
 class _LayerScale(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.gamma = nn.Parameter(torch.empty(width))
+        self.gamma = _empty(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
@@ -166,9 +219,9 @@ class _Block(nn.Module):
         self.ln_2 = _LayerNorm(width, eps=eps)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential()
-        self.mlp.add_module("c_fc", nn.Linear(width, hidden))
+        self.mlp.add_module("c_fc", _Linear(width, hidden))
         self.mlp.add_module("gelu", _QuickGELU() if quick_gelu else nn.GELU())
-        self.mlp.add_module("c_proj", nn.Linear(hidden, width))
+        self.mlp.add_module("c_proj", _Linear(hidden, width))
         self.ls_2 = _LayerScale(width) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -203,15 +256,15 @@ class _VisionTransformer(nn.Module):
         eps = _eps(cfg)
         self.pool = cfg.get("pool_type", "tok")
         self.ln_after_pool = bool(cfg.get("final_ln_after_pool", False))
-        self.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
-        self.class_embedding = nn.Parameter(torch.empty(width))
-        self.positional_embedding = nn.Parameter(torch.empty(grid + 1, width))
+        self.conv1 = _Conv2d(3, width, patch, stride=patch)
+        self.class_embedding = _empty(width)
+        self.positional_embedding = _empty(grid + 1, width)
         self.ln_pre = nn.Identity() if cfg.get("no_ln_pre") else _LayerNorm(width, eps=eps)
         heads = width // int(cfg.get("head_width", 64))
         layer_scale = cfg.get("ls_init_value") is not None
         self.transformer = _Stack(width, int(cfg.get("layers", 12)), heads, float(cfg.get("mlp_ratio", 4.0)), quick_gelu, layer_scale, eps)
         self.ln_post = _LayerNorm(width, eps=eps)
-        self.proj = nn.Parameter(torch.empty(width, embed_dim))
+        self.proj = _empty(width, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x).flatten(2).transpose(1, 2)
@@ -231,19 +284,19 @@ class _Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int):
         super().__init__()
         out = planes * 4
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv1 = _Conv2d(inplanes, planes, 1)
+        self.bn1 = _BatchNorm2d(planes)
+        self.conv2 = _Conv2d(planes, planes, 3, padding=1)
+        self.bn2 = _BatchNorm2d(planes)
         self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
+        self.conv3 = _Conv2d(planes, out, 1)
+        self.bn3 = _BatchNorm2d(out)
         self.downsample = None
         if stride > 1 or inplanes != out:
             self.downsample = nn.Sequential()
             self.downsample.add_module("-1", nn.AvgPool2d(stride))
-            self.downsample.add_module("0", nn.Conv2d(inplanes, out, 1, bias=False))
-            self.downsample.add_module("1", nn.BatchNorm2d(out))
+            self.downsample.add_module("0", _Conv2d(inplanes, out, 1))
+            self.downsample.add_module("1", _BatchNorm2d(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -258,9 +311,9 @@ class _AttentionPool(nn.Module):
     def __init__(self, grid: int, width: int, heads: int, embed_dim: int):
         super().__init__()
         self.heads = heads
-        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
-        self.c_proj = nn.Linear(width, embed_dim)
+        self.positional_embedding = _empty(grid * grid + 1, width)
+        self.q_proj, self.k_proj, self.v_proj = _Linear(width, width), _Linear(width, width), _Linear(width, width)
+        self.c_proj = _Linear(width, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2).transpose(1, 2)  # (n, positions, width)
@@ -279,12 +332,12 @@ class _ModifiedResNet(nn.Module):
     def __init__(self, cfg: dict, embed_dim: int):
         super().__init__()
         width, layers = int(cfg.get("width", 64)), list(cfg["layers"])
-        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width // 2)
-        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width // 2)
-        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
+        self.conv1 = _Conv2d(3, width // 2, 3, stride=2, padding=1)
+        self.bn1 = _BatchNorm2d(width // 2)
+        self.conv2 = _Conv2d(width // 2, width // 2, 3, padding=1)
+        self.bn2 = _BatchNorm2d(width // 2)
+        self.conv3 = _Conv2d(width // 2, width, 3, padding=1)
+        self.bn3 = _BatchNorm2d(width)
         self.avgpool = nn.AvgPool2d(2)
         inplanes = width
         for i, blocks in enumerate(layers):
@@ -316,16 +369,16 @@ class _TextTower(nn.Module):
         self.eos_id = int(cfg.get("eos_id", 2))
         self.ln_after_pool = bool(cfg.get("final_ln_after_pool", False))
         layer_scale = cfg.get("ls_init_value") is not None
-        self.token_embedding = nn.Embedding(int(cfg.get("vocab_size", 49408)), width)
-        self.positional_embedding = nn.Parameter(torch.empty(int(cfg.get("context_length", 77)), width))
+        self.token_embedding = _Embedding(int(cfg.get("vocab_size", 49408)), width)
+        self.positional_embedding = _empty(int(cfg.get("context_length", 77)), width)
         self.transformer = _Stack(width, int(cfg.get("layers", 12)), int(cfg.get("heads", 8)), float(cfg.get("mlp_ratio", 4.0)), quick_gelu, layer_scale, _eps(cfg))
         self.ln_final = _LayerNorm(width, eps=_eps(cfg))
         if cfg.get("proj_type", "linear") == "none":
             self.text_projection = None
         elif cfg.get("proj_bias"):
-            self.text_projection = nn.Linear(width, embed_dim)
+            self.text_projection = _Linear(width, embed_dim)
         else:
-            self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
+            self.text_projection = _empty(width, embed_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """`tokens` may be shorter than the context: the mask is causal, so positions after
@@ -347,7 +400,7 @@ class _TextTower(nn.Module):
             pooled = self.ln_final(pooled)
         if self.text_projection is None:
             return pooled
-        if isinstance(self.text_projection, nn.Linear):
+        if isinstance(self.text_projection, _Linear):
             return self.text_projection(pooled)
         return pooled @ self.text_projection
 
@@ -370,7 +423,7 @@ class CLIPTowers(nn.Module):
                 self.visual = _VisionTransformer(vision, embed_dim, arch.quick_gelu)
         if "text" in parts:
             self.text = _TextTower(text, embed_dim, arch.quick_gelu)
-        self.logit_scale = nn.Parameter(torch.empty(()))
+        self.logit_scale = _empty()
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.visual(pixels)
@@ -390,8 +443,7 @@ def load(arch: Architecture, checkpoint: Path, *, parts: tuple[str, ...], dtype:
     None if the checkpoint doesn't match the architecture exactly (caller falls back)."""
     if not supported(arch):
         return None
-    with torch.device("meta"):
-        model = CLIPTowers(arch, parts)
+    model = CLIPTowers(arch, parts)  # empty tensors: nothing resident until the weights arrive
     wanted = {model.checkpoint_key(name): (name, p) for name, p in model.state_dict(keep_vars=True).items()}
     state: dict[str, torch.Tensor] = {}
     try:
