@@ -19,7 +19,7 @@ How each number is taken:
   * photosearch runs with PHOTOSEARCH_HOME/PHOTOSEARCH_CACHE in a fresh folder per library
     (a new user's state; nothing lands in the real ~/.cache/photosearch), rclip with a fresh
     RCLIP_DATADIR per library; both offline (HF_HUB_OFFLINE=1)
-  * memory: the peak of the summed PSS of the command's process tree (sampled every 0.1 s;
+  * memory: the peak of the summed PSS of the command's process tree (sampled every 0.25 s;
     PSS splits shared pages, so worker processes are not double counted), and the largest
     single process's peak RSS (getrusage)
   * "bg CPU": CPU time used by *other* processes on the machine while the command ran,
@@ -142,7 +142,7 @@ def _busy_ticks() -> int:
 
 
 class _Sampler(threading.Thread):
-    def __init__(self, root: int, interval: float = 0.1):
+    def __init__(self, root: int, interval: float = 0.25):
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.stop = threading.Event()
