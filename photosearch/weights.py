@@ -106,17 +106,15 @@ def _open_clip_registry():
     instant. If a future open_clip makes that impossible, we fall back to the import.
     """
     import importlib
-    import importlib.util
     import sys
     import types
 
     name = "photosearch._open_clip_registry"
     if name + ".pretrained" in sys.modules:
         return sys.modules[name + ".pretrained"], Path(sys.modules[name].__path__[0])
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
+    folder = open_clip_folder()
+    if folder is None:
         raise ModelLoadError("open_clip is not installed", "pip install open_clip_torch")
-    folder = Path(list(spec.submodule_search_locations)[0])
     blocked = "safetensors.torch"  # pretrained.py tries it at import, and it imports torch
     saved = sys.modules.get(blocked)
     try:
