@@ -93,7 +93,9 @@ class Encoder:
         # Decode workers cut the model input themselves (no torch there) when the transform
         # is the usual shortest-side resize + centre crop; otherwise they send the decoded
         # picture and open_clip's own transform runs here.
-        self.worker_crop = self._resize_mode == "shortest" and self.interpolation in ("bicubic", "bilinear")
+        from photosearch.workers import workers_can_cut
+
+        self.worker_crop = workers_can_cut(self._resize_mode, self.interpolation)
 
     def _fast_load(self, parts: tuple[str, ...]):
         from photosearch import towers

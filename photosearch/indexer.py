@@ -305,7 +305,7 @@ def _planned_preparation(resolved: ResolvedModel, work: _Work) -> Prepare:
     arch = towers.architecture(resolved, open_clip_folder())
     if arch is None:
         return Prepare(size=224, crop=False, max_pixels=work.max_pixels)
-    crop = arch.resize_mode == "shortest" and arch.interpolation in ("bicubic", "bilinear")
+    crop = workers.workers_can_cut(arch.resize_mode, arch.interpolation)
     return Prepare(size=arch.image_size, interpolation=arch.interpolation, crop=crop, max_pixels=work.max_pixels)
 
 

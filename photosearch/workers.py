@@ -50,6 +50,12 @@ class Prepared:
     fingerprint: str | None = None
 
 
+def workers_can_cut(resize_mode: str, interpolation: str) -> bool:
+    """Is the model's transform one `model_input` reproduces exactly (short side resize +
+    centre crop, bicubic or bilinear)? Otherwise workers send the decoded picture."""
+    return resize_mode == "shortest" and interpolation in ("bicubic", "bilinear")
+
+
 def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
     """Short side to `size`, then the centre `size`×`size` crop, as uint8 (H, W, 3)."""
     w, h = image.size
