@@ -525,10 +525,3 @@ def _read_safetensors(path: Path, keys: set[str]):
             if f.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()).cast("B")) != end - begin:
                 raise ValueError(f"{key}: file is truncated")
             yield key, tensor
-
-
-def causal_safe_truncation(arch: Architecture) -> bool:
-    """Can a text be fed with fewer than `context_length` tokens without changing its vector?"""
-    text = arch.model_cfg.get("text_cfg") or {}
-    return supported(arch) and text.get("pool_type", "argmax") in ("argmax", "eos", "first")
-
