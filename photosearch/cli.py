@@ -123,7 +123,7 @@ def index(
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
     device: Optional[str] = DeviceOption,
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Photos per model batch."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Photos in the model at once (on a CPU, split between batches encoded in parallel)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16 [env: PHOTOSEARCH_PRECISION; default auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32].", show_default=False),
     include_hidden: bool = typer.Option(False, "--include-hidden", help="Also index hidden files and folders."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow symbolic links (loops are detected)."),

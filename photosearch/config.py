@@ -29,6 +29,14 @@ ENV_DEBUG = "PHOTOSEARCH_DEBUG"
 LIBRARY_FILENAME = "library.db"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def data_dir() -> Path:
     """The per-user data folder (`PHOTOSEARCH_HOME` overrides platformdirs)."""
     home = os.environ.get(ENV_HOME)

@@ -198,6 +198,29 @@ class Encoder:
             features = self.model.encode_image(batch)
         return _normalise(features.float().cpu().numpy())
 
+    @contextlib.contextmanager
+    def batches_in_parallel(self):
+        """Set torch up to encode several batches at once, one per thread; yields how many.
+
+        On a CPU, two batches on half the cores each: no thread waits at the end of every
+        layer for another that a decode worker delayed, and the kernels run better on one
+        thread than split across two (bench/model_speed.py: ViT-B-32-256 in bf16 ran 10-20%
+        faster on 2 cores as two 1-thread batches; indexing 1080p photos gained ~13%).
+        A GPU takes one batch at a time. Torch's thread count is restored afterwards.
+        """
+        from photosearch.config import usable_cpus
+
+        cpus, torch = usable_cpus(), self._torch
+        if self.device != "cpu" or cpus < 2:
+            yield 1
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(cpus // 2)
+        try:
+            yield 2
+        finally:
+            torch.set_num_threads(before)
+
     def encode_prepared(self, items: Sequence) -> np.ndarray:
         """Photos from the decode workers: (size, size, 3) uint8 arrays, or PIL pictures."""
         if all(isinstance(item, np.ndarray) for item in items):

@@ -7,9 +7,11 @@ keeps what it finished and the next run picks up the rest.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -245,11 +247,20 @@ class _Run:
 
     def encode_all(self, how: Prepare) -> Prepare | None:
         """Decode with `how` and encode everything; returns the right `how` instead if the
-        loaded model wants photos cut differently (nothing is stored before that check)."""
-        work, encoder = self.work, None
-        photos = workers.prepared(self.todo, how, self.fingerprints, timeout_s=work.decode_timeout, job=work.prepare_job)
+        loaded model wants photos cut differently (nothing is stored before that check).
+
+        Batches are encoded in threads (as many at once as the encoder says) and written
+        here, in order, one transaction each."""
+        work, encoder, threads, at_once, size = self.work, None, None, 1, self.work.batch_size
+        # Decoded photos wait ahead of the model, a batch's worth: when one thread's batch is
+        # done the next is ready, and decoding goes on while the main thread waits for vectors
+        # (1080p: ~5% more photos/s than 8 ahead, about the size of this machine's noise).
+        photos = workers.prepared(self.todo, how, self.fingerprints, timeout_s=work.decode_timeout, job=work.prepare_job,
+                                  ahead=work.batch_size)
         buffered: list[Prepared] = []
+        encoding: deque[tuple[list[Prepared], Future]] = deque()
         limit = max(4 * work.batch_size, 64)  # decoded photos held while the model loads
+        setup = contextlib.ExitStack()
         try:
             for item in itertools.chain(photos, [None]):
                 if item is not None:
@@ -261,27 +272,39 @@ class _Run:
                         return wanted
                     library.check_loaded(self.store, self.spec, self.fingerprint, encoder.dim)
                     library.bind(self.store, self.spec, self.fingerprint, encoder.dim, encoder.logit_scale)
-                while encoder is not None and buffered and (len(buffered) >= work.batch_size or item is None):
-                    batch, buffered = buffered[: work.batch_size], buffered[work.batch_size :]
-                    self._store(encoder, batch)
+                    at_once = setup.enter_context(encoder.batches_in_parallel())
+                    threads = setup.enter_context(ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="encode"))
+                    size = -(-work.batch_size // at_once)  # `batch_size` photos in the model at once
+                if encoder is None:
+                    continue
+                if item is None:  # the last photos: shared between the threads, none left alone
+                    size = max(1, min(size, -(-len(buffered) // at_once)))
+                while buffered and (len(buffered) >= size or item is None):
+                    batch, buffered = buffered[:size], buffered[size:]
+                    if len(encoding) >= at_once:
+                        self._store(*encoding.popleft())
+                    encoding.append((batch, threads.submit(_encode, encoder, batch)))
+            while encoding:
+                self._store(*encoding.popleft())
         finally:
             photos.close()
+            for _, pending in encoding:
+                pending.cancel()
+            setup.close()  # waits for batches being encoded, then gives torch its threads back
         return None
 
-    def _store(self, encoder, batch: list[Prepared]) -> None:
+    def _store(self, batch: list[Prepared], encoding: Future) -> None:
         ok = [item for item in batch if item.photo is not None]
         failed = [(i.file.path, i.file.size, i.file.mtime_ns, i.reason) for i in batch if i.photo is None]
         rows: list[PhotoRow] = []
-        if ok:
-            embeddings = encoder.encode_prepared([item.pixels for item in ok])
-            for item, vector in zip(ok, embeddings, strict=True):
-                f, photo = item.file, item.photo
-                taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
-                rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector, item.fingerprint))
-                if item.existed:
-                    self.summary.updated += 1
-                else:
-                    self.summary.added += 1
+        for item, vector in zip(ok, encoding.result(), strict=True):
+            f, photo = item.file, item.photo
+            taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
+            rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector, item.fingerprint))
+            if item.existed:
+                self.summary.updated += 1
+            else:
+                self.summary.added += 1
         self.store.write_batch(rows, failed)
         for path, _, _, reason in failed:
             self.summary.failed += 1
@@ -289,6 +312,12 @@ class _Run:
             self.on_event(IndexEvent("skipped", path, reason))
         self.done += len(batch)
         self.on_event(IndexEvent("progress", done=self.done, total=len(self.todo)))
+
+
+def _encode(encoder, batch: list[Prepared]):
+    """The vectors of a batch's decoded photos (none when all failed to decode)."""
+    pixels = [item.pixels for item in batch if item.photo is not None]
+    return encoder.encode_prepared(pixels) if pixels else []
 
 
 def _load_encoder(resolved: ResolvedModel, work: _Work):

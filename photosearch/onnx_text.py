@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from photosearch.config import cache_dir
+from photosearch.config import cache_dir, usable_cpus
 
 FORMAT = 2  # bump when the files of a tower change meaning; older formats are re-exported
 CHECK_TEXTS = [
@@ -71,13 +71,6 @@ def used_length(tokens: np.ndarray) -> int:
     return int(columns[-1]) + 1 if len(columns) else tokens.shape[1]
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class OnnxTextEncoder:
     """encode_texts(texts) -> (n, dim) unit vectors, like Encoder.encode_texts."""
 
@@ -91,7 +84,7 @@ class OnnxTextEncoder:
         # A query is one small batch (7 prompts x ~12 tokens). Measured here (2 cores, another
         # process busy on one), opening the tower and running it once: 2 threads that sleep
         # when idle 0.127 s, 1 thread 0.152 s, 2 spinning threads (the default) 0.213 s.
-        options.intra_op_num_threads = min(2, _usable_cpus())
+        options.intra_op_num_threads = min(2, usable_cpus())
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if optimised:

@@ -14,7 +14,6 @@ resize and a crop with the same rounding), so the fast path is pixel-identical t
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from photosearch.config import usable_cpus
 from photosearch.decode import DecodedPhoto, decode
 from photosearch.errors import DecodeError
 from photosearch.scan import PhotoFile, content_fingerprint
@@ -97,11 +97,7 @@ def default_workers() -> int:
     """One decode process per CPU this process may use (a 12 MP JPEG costs about as much CPU
     to decode as a ViT-B-32 costs to embed it in bf16, so on a many-core machine four were
     too few), at most 16 (each holds ~50 MB)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(16, cpus))
+    return max(1, min(16, usable_cpus()))
 
 
 def _context():
@@ -118,14 +114,16 @@ def prepared(
     workers: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     job: Callable[[tuple], Prepared] = prepare_one,
+    ahead: int = 0,
 ) -> Iterator[Prepared]:
-    """Prepared photos in the order of `todo`, computed by `workers` processes.
+    """Prepared photos in the order of `todo`, computed by `workers` processes, which work
+    up to `ahead` photos (at least 4 each) ahead of the caller.
 
     A file whose job runs longer than `timeout_s` (counted from when it is the oldest job
     still running) fails with a reason; the pool is replaced and the other jobs resubmitted.
     """
     workers = workers or default_workers()
-    window = workers * 4
+    window = max(workers * 4, ahead)
     items = iter(todo)
     queue: deque[tuple[tuple, object]] = deque()
     pool = _context().Pool(workers)

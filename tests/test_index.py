@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tests.conftest import make_pictures
 
@@ -149,3 +150,30 @@ def test_a_second_writer_is_told_the_library_is_busy(cli, tiny_model, tmp_path, 
     assert result.exit_code == 4
     assert result.stderr.startswith("Error: another photosearch process is writing to")
     assert "--wait" in result.stderr
+
+
+def test_batches_encoded_in_parallel_each_land_on_their_own_photo(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
+    """On a CPU the indexer encodes two batches at once in threads and writes them in order;
+    a mix-up between threads, or a lost tail, would give a photo another photo's vector."""
+    import torch
+
+    from photosearch import config
+    from photosearch.encode import Encoder
+    from photosearch.weights import resolve
+
+    monkeypatch.setattr(config, "usable_cpus", lambda: 2)  # two batches at once on any machine
+    monkeypatch.setenv("PHOTOSEARCH_PRECISION", "fp32")
+    photos = make_pictures(tmp_path / "pics", 23)  # batches of 3 from `-b 6`, and a tail of 5 split in two
+    threads_before = torch.get_num_threads()
+    result = cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}", "--batch-size", "6")
+    assert result.exit_code == 0, result.stderr
+    assert torch.get_num_threads() == threads_before  # the split is undone after the run
+    rows = library_rows(isolated_home)
+    assert sorted(rows) == sorted(str(p) for p in photos)
+
+    encoder = Encoder(resolve(config.ModelSpec(f"local-dir:{tiny_model}", None)), "cpu", "fp32", parts=("image",))
+    for path in photos:
+        with Image.open(path) as img:
+            alone = encoder.encode_images([encoder.preprocess(img.convert("RGB"))])[0]
+        stored = np.frombuffer(rows[str(path)][2], dtype="<f4")
+        assert float(stored @ alone) > 0.9999, path.name
