@@ -1,18 +1,19 @@
 """Zero-shot tagging: which of the given labels fits each photo best.
 
-Each label becomes a text vector (prompt-ensembled like a query); a photo's probabilities are
+Each label becomes a text vector (prompt-ensembled and cached like a query); a photo's probabilities are
 softmax(logit_scale · cosine) over the labels, with the model's own learned logit scale, as
 in CLIP's zero-shot classification.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from photosearch.errors import UsageError
-from photosearch.query import text_vector
+from photosearch.query import cached_text_vector
+from photosearch.store import Store
 
 
 def parse_labels(inline: Sequence[str] | None, file_text: str | None) -> list[str]:
@@ -28,8 +29,10 @@ def parse_labels(inline: Sequence[str] | None, file_text: str | None) -> list[st
     return unique
 
 
-def label_vectors(encoder, labels: Sequence[str], templates: Sequence[str] | None) -> np.ndarray:
-    return np.stack([text_vector(encoder, label, templates) for label in labels])
+def label_vectors(store: Store, get_encoder: Callable[[], object], labels: Sequence[str], templates: Sequence[str] | None) -> np.ndarray:
+    """The labels' vectors, embedded like text queries and cached with them in the library:
+    tagging again with the same labels loads no model."""
+    return np.stack([cached_text_vector(store, get_encoder, label, templates) for label in labels])
 
 
 def probabilities(images: np.ndarray, labels: np.ndarray, logit_scale: float) -> np.ndarray:

@@ -271,6 +271,11 @@ class _Session:
             self._text_encoder = onnx_text.load(self.store.meta().get("model_fingerprint", ""))
         return self._text_encoder or self.encoder()
 
+    def logit_scale(self) -> float:
+        """The model's learned temperature, as recorded in the library (no model loaded)."""
+        recorded = self.store.meta().get("logit_scale")
+        return float(recorded) if recorded else float(self.encoder().logit_scale)
+
     def index(self, quiet: bool):
         if self._index is None:
             from photosearch import vectors
@@ -405,14 +410,14 @@ def classify(
         templates = _templates(ensemble, template)
         filters = make_filters(in_dirs, glob, since, until, min_width, min_height)
         session = _Session(db, model, pretrained, device)
-        encoder = session.encoder()
-        text = label_vectors(encoder, names, templates)
+        text = label_vectors(session.store, session.text_encoder, names, templates)
+        logit_scale = session.logit_scale()
         keep = min(top, len(names))
         table_rows: list[tuple[str, str, float]] = []
         to_table = not json_out and sys.stdout.isatty()
 
         def emit(vector_rows: np.ndarray, photo_paths: list[bytes]) -> None:
-            probs = probabilities(vector_rows, text, encoder.logit_scale)
+            probs = probabilities(vector_rows, text, logit_scale)
             for raw, row in zip(photo_paths, probs, strict=True):
                 order = np.argsort(-row)[:keep]
                 if to_table:

@@ -223,3 +223,31 @@ def test_a_repeated_text_query_loads_no_model(indexed, isolated_home):
     # Another phrasing set is another query: not answered from the cache.
     other = run(probe.replace("'--json']", "'--json', '--no-ensemble']"), "cache-c")
     assert "TORCH=True" in other.stderr
+
+
+def test_classify_over_the_library_loads_no_torch(indexed, isolated_home):
+    """Label vectors come from the exported text tower, then from the library's cache; the
+    logit scale from the library. Tagging indexed photos never needs torch."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from photosearch.cli import app\n"
+        "sys.argv = ['photosearch', 'classify', '--labels', 'a red thing,a green thing,a blue thing', '-k', '2', '--json']\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
+    )
+
+    def run(cache):
+        env = {**os.environ, "PHOTOSEARCH_CACHE": str(cache)}
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    with_tower = run(isolated_home / "data" / "cache")  # where `index` exported the text tower
+    from_cache = run(isolated_home / "empty-cache")  # no tower: the labels' vectors are in the library
+    for done in (with_tower, from_cache):
+        assert "TORCH=False" in done.stderr, done.stderr
+    records = [json.loads(line) for line in with_tower.stdout.splitlines()]
+    assert sorted(r["path"] for r in records) == sorted(str(p) for p in indexed)
+    assert all(len(r["labels"]) == 2 for r in records)
+    assert from_cache.stdout == with_tower.stdout
