@@ -6,9 +6,9 @@ fingerprint, resize and crop to the model's input (with Pillow only, no torch), 
 back small uint8 arrays; the encoder normalises them. A file that takes longer than the
 limit is recorded as failed and its worker pool is replaced; the run goes on.
 
-The resize and crop reproduce open_clip's inference transform for `resize_mode='shortest'`
-(torchvision Resize of the short side + CenterCrop, which on PIL images are Pillow's
-resize and a crop with the same rounding), so the fast path is pixel-identical to it.
+The resize and crop follow open_clip's inference transform for `resize_mode='shortest'`
+(torchvision Resize of the short side + CenterCrop, which on PIL images are Pillow's resize
+and a crop with the same rounding), with one shortcut: see `model_input`.
 """
 
 from __future__ import annotations
@@ -51,13 +51,21 @@ class Prepared:
 
 
 def workers_can_cut(resize_mode: str, interpolation: str) -> bool:
-    """Is the model's transform one `model_input` reproduces exactly (short side resize +
-    centre crop, bicubic or bilinear)? Otherwise workers send the decoded picture."""
+    """Is the model's transform one `model_input` reproduces (short side resize + centre
+    crop, bicubic or bilinear)? Otherwise workers send the decoded picture."""
     return resize_mode == "shortest" and interpolation in ("bicubic", "bilinear")
 
 
 def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Short side to `size`, then the centre `size`×`size` crop, as uint8 (H, W, 3)."""
+    """Short side to `size`, then the centre `size`×`size` crop, as uint8 (H, W, 3).
+
+    Where the picture is at least twice `size`, Pillow first shrinks it by a whole factor
+    averaging blocks of pixels (`reducing_gap=1`), then resamples the rest of the way: half
+    the cost of resampling all the way (4.7 -> 2.5 ms for a 1080p photo decoded at half
+    scale, a sixth of its whole decoding job). Against open_clip's transform of the fully
+    decoded photo the crop differs by PSNR ~45 dB instead of ~51, and ViT-B-32-256's
+    embedding by cosine >= 0.99997 in fp32 (24 bench photos, 12 MP and 1080p).
+    """
     w, h = image.size
     if w <= h:
         new_w, new_h = size, int(size * h / w)
@@ -65,7 +73,7 @@ def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -
         new_w, new_h = int(size * w / h), size
     resample = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
     if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), resample)
+        image = image.resize((new_w, new_h), resample, reducing_gap=1.0)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     return np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"), dtype=np.uint8)
