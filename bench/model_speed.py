@@ -54,9 +54,7 @@ def images_per_s(encode, x, repeats: int, split: int = 1) -> float:
     return x.shape[0] / statistics.median(times)
 
 
-def photosearch_tower(hf_home: str):
-    os.environ["HF_HOME"] = hf_home
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def photosearch_tower():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from photosearch.config import ModelSpec
     from photosearch.encode import Encoder
@@ -71,6 +69,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hf-home", help="the bench's HF cache: also time photosearch's own tower")
     args = parser.parse_args()
+    if args.hf_home:  # before open_clip imports huggingface_hub, which reads it once
+        os.environ["HF_HOME"] = args.hf_home
+        os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(args.threads)
     visual = create_model().visual.eval()
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
@@ -79,7 +80,7 @@ def main() -> None:
     out["fp32"] = images_per_s(visual, x, args.repeats)
     bf16 = copy.deepcopy(visual).to(torch.bfloat16)
     out["bf16"] = images_per_s(bf16, x.to(torch.bfloat16), args.repeats)
-    encoder = photosearch_tower(args.hf_home) if args.hf_home else None
+    encoder = photosearch_tower() if args.hf_home else None
     if encoder is not None:
         out["ps_bf16"] = images_per_s(encoder.encode_images, x, args.repeats)
     if args.threads > 1:
