@@ -256,6 +256,7 @@ def ensure_models() -> dict:
             raise SystemExit(f"bench/models.py failed:\n{proc.stderr[-3000:]}")
     info = json.loads((out / "done.json").read_text())
     info["dir"] = str(out)
+    info["hf_home"] = str(out / "hf")  # done.json may hold it relative to wherever models.py ran
     return info
 
 
