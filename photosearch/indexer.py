@@ -260,7 +260,7 @@ class _Run:
         buffered: list[Prepared] = []
         encoding: deque[tuple[list[Prepared], Future]] = deque()
         limit = max(4 * work.batch_size, 64)  # decoded photos held while the model loads
-        setup = contextlib.ExitStack()
+        setup, finished = contextlib.ExitStack(), False
         try:
             for item in itertools.chain(photos, [None]):
                 if item is not None:
@@ -273,7 +273,7 @@ class _Run:
                     library.check_loaded(self.store, self.spec, self.fingerprint, encoder.dim)
                     library.bind(self.store, self.spec, self.fingerprint, encoder.dim, encoder.logit_scale)
                     at_once = setup.enter_context(encoder.batches_in_parallel())
-                    threads = setup.enter_context(ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="encode"))
+                    threads = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="encode")
                     size = -(-work.batch_size // at_once)  # `batch_size` photos in the model at once
                 if encoder is None:
                     continue
@@ -286,11 +286,14 @@ class _Run:
                     encoding.append((batch, threads.submit(_encode, encoder, batch)))
             while encoding:
                 self._store(*encoding.popleft())
+            finished = True
         finally:
             photos.close()
-            for _, pending in encoding:
-                pending.cancel()
-            setup.close()  # waits for batches being encoded, then gives torch its threads back
+            if threads is not None:
+                # Interrupted or failed: don't wait for batches that won't be stored (with a
+                # large model, a batch on one thread takes many seconds).
+                threads.shutdown(wait=finished, cancel_futures=True)
+            setup.close()  # gives torch its threads back
         return None
 
     def _store(self, batch: list[Prepared], encoding: Future) -> None:

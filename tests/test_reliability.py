@@ -410,3 +410,40 @@ def test_memory_stays_bounded_on_12_megapixel_photos(tiny_model, tmp_path):
     peak_mib = int(proc.stdout.strip()) / 1024
     assert peak_mib < 1430, f"peak RSS {peak_mib:.0f} MiB"  # 1.5 GB
     assert len(rows(tmp_path / "lib.db")) == 16
+
+
+def test_ctrl_c_during_index_stops_at_once_and_keeps_what_was_stored(tiny_model, tmp_path):
+    """SIGINT while batches are being encoded (two at once on a CPU): one line, exit code 130,
+    promptly; the photos already stored stay, and the next run does only the rest."""
+    folder = tmp_path / "pics"
+    make_pictures(folder, 300, seed=11)
+    db = tmp_path / "lib.db"
+    command = [sys.executable, "-m", "photosearch", "index", str(folder), "--model", f"local-dir:{tiny_model}",
+               "--batch-size", "2", "--db", str(db)]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    stored = 0
+    while stored == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            stored = conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            conn.close()
+        except sqlite3.Error:
+            pass  # not created yet, or being written
+    assert stored > 0 and proc.poll() is None, "the run ended before it could be interrupted"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 5
+    assert proc.returncode == 130, stderr
+    assert stderr.decode().strip().splitlines()[-1] == "Interrupted."
+    kept = rows(db)
+    assert 0 < len(kept) < 300
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, check=True, timeout=300)
+    assert f"{300 - len(kept)} added" in rerun.stderr.decode(), rerun.stderr
+    after = rows(db)
+    assert len(after) == 300
+    for path, vector in kept.items():  # what the interrupted run stored is kept as it was
+        np.testing.assert_array_equal(after[path], vector)
