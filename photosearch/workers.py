@@ -6,9 +6,10 @@ fingerprint, resize and crop to the model's input (with Pillow only, no torch), 
 back small uint8 arrays; the encoder normalises them. A file that takes longer than the
 limit is recorded as failed and its worker pool is replaced; the run goes on.
 
-The resize and crop follow open_clip's inference transform for `resize_mode='shortest'`
-(torchvision Resize of the short side + CenterCrop, which on PIL images are Pillow's resize
-and a crop with the same rounding), with one shortcut: see `model_input`.
+The resize and crop reproduce open_clip's inference transform for `resize_mode='shortest'`
+(torchvision Resize of the short side + CenterCrop, which on PIL images are Pillow's
+resize and a crop with the same rounding), so the fast path gives the same pixels (to ±1 of
+rounding) from the same decoded picture.
 """
 
 from __future__ import annotations
@@ -51,20 +52,19 @@ class Prepared:
 
 
 def workers_can_cut(resize_mode: str, interpolation: str) -> bool:
-    """Is the model's transform one `model_input` reproduces (short side resize + centre
-    crop, bicubic or bilinear)? Otherwise workers send the decoded picture."""
+    """Is the model's transform one `model_input` reproduces exactly (short side resize +
+    centre crop, bicubic or bilinear)? Otherwise workers send the decoded picture."""
     return resize_mode == "shortest" and interpolation in ("bicubic", "bilinear")
 
 
 def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
     """Short side to `size`, then the centre `size`×`size` crop, as uint8 (H, W, 3).
 
-    Where the picture is at least twice `size`, Pillow first shrinks it by a whole factor
-    averaging blocks of pixels (`reducing_gap=1`), then resamples the rest of the way: half
-    the cost of resampling all the way (4.7 -> 2.5 ms for a 1080p photo decoded at half
-    scale, a sixth of its whole decoding job). Against open_clip's transform of the fully
-    decoded photo the crop differs by PSNR ~45 dB instead of ~51, and ViT-B-32-256's
-    embedding by cosine >= 0.99997 in fp32 (24 bench photos, 12 MP and 1080p).
+    When a landscape picture shrinks, only the columns the crop keeps are resampled (Pillow's
+    `box`): the same output, to ±1 of rounding, at less cost (a 16:9 picture loses 44% of
+    its resized width to the crop; 1080p: 5.7 -> 3.0 ms). Portrait pictures are resized
+    whole and cropped: a `box` that cuts rows came out up to 12 levels off on some noise
+    pictures (150 random shapes), while one that cuts columns stayed within ±1 (tested).
     """
     w, h = image.size
     if w <= h:
@@ -72,10 +72,14 @@ def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -
     else:
         new_w, new_h = int(size * w / h), size
     resample = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), resample, reducing_gap=1.0)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
+    if top == 0 and new_h == size and (new_w, new_h) != (w, h) and new_w <= w and new_h <= h:
+        sx = w / new_w
+        box = (left * sx, 0, (left + size) * sx, h)
+        return np.asarray(image.resize((size, size), resample, box=box).convert("RGB"), dtype=np.uint8)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample)
     return np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"), dtype=np.uint8)
 
 

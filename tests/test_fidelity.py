@@ -77,3 +77,23 @@ def test_fast_path_matches_reference_tiny_model(tiny_model, photos):
 
 def test_fast_path_matches_reference_vit_b32(random_vit_b32, photos):
     _check(ModelSpec("ViT-B-32", str(random_vit_b32)), photos)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_worker_resize_and_crop_match_open_clips_transform(interpolation):
+    """The workers' cut (which resamples only the part the crop keeps when shrinking) gives
+    open_clip's own Resize + CenterCrop pixels, to ±1 of rounding, for any shape."""
+    import open_clip
+
+    from photosearch.workers import model_input
+
+    rng = np.random.default_rng(3)
+    shapes = [(960, 540), (540, 960), (1000, 750), (300, 200), (200, 300), (257, 1000), (1000, 257), (333, 777), (64, 64), (65, 63), (40, 30)]
+    for size in (32, 224, 256):
+        transform = open_clip.image_transform(size, is_train=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation=interpolation)
+        for w, h in shapes:
+            picture = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            ours = model_input(picture, size, interpolation).astype(np.float64)
+            theirs = transform(picture).permute(1, 2, 0).numpy().astype(np.float64) * 255
+            assert ours.shape == theirs.shape == (size, size, 3)
+            assert np.abs(ours - theirs).max() <= 1.0 + 1e-3, (w, h, size)
