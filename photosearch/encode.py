@@ -203,9 +203,9 @@ class Encoder:
         """Set torch up to encode several batches at once, one per thread; yields how many.
 
         On a CPU, two batches on half the cores each: no thread waits at the end of every
-        layer for another that a decode worker delayed, and the kernels run better on one
-        thread than split across two (bench/model_speed.py: ViT-B-32-256 in bf16 ran 10-20%
-        faster on 2 cores as two 1-thread batches; indexing 1080p photos gained ~13%).
+        layer for another that a decode worker delayed. On 2 cores ViT-B-32-256 in bf16 alone
+        ran as fast as one 2-thread batch or up to 20% faster (bench/model_speed.py), and
+        indexing ran ~10% faster (1080p and 12 MP, alternating runs).
         A GPU takes one batch at a time. Torch's thread count is restored afterwards.
         """
         from photosearch.config import usable_cpus

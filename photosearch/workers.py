@@ -74,7 +74,7 @@ def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -
     resample = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
-    if top == 0 and new_h == size and (new_w, new_h) != (w, h) and new_w <= w and new_h <= h:
+    if new_h == size and (new_w, new_h) != (w, h) and new_w <= w and new_h <= h:  # landscape, shrinking
         sx = w / new_w
         box = (left * sx, 0, (left + size) * sx, h)
         return np.asarray(image.resize((size, size), resample, box=box).convert("RGB"), dtype=np.uint8)
