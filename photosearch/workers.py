@@ -14,7 +14,9 @@ rounding) from the same decoded picture.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -167,3 +169,11 @@ def prepared(
     finally:
         pool.terminate()
         pool.join()
+        if sys.exc_info()[0] is not None:
+            # Stopped early (an interrupt, an error, or closed by the caller): the traceback
+            # can keep this frame alive, and jobs still queued refer back to the pool, so its
+            # named semaphores would outlive it. A CLI that then ends with os._exit leaves
+            # them to multiprocessing's resource tracker, which warns of leaked semaphores.
+            queue.clear()
+            pending = pool = None  # noqa: F841
+            gc.collect()
