@@ -98,11 +98,11 @@ class Encoder:
         self.worker_crop = workers_can_cut(self._resize_mode, self.interpolation)
 
     def _fast_load(self, parts: tuple[str, ...]):
-        from photosearch import towers
+        from photosearch import architecture, towers
         from photosearch.weights import open_clip_folder
 
-        arch = towers.architecture(self.resolved, open_clip_folder())
-        if arch is None or not towers.supported(arch):
+        arch = architecture.read(self.resolved, open_clip_folder())
+        if arch is None or not architecture.supported(arch):
             return False
         model = towers.load(arch, self.resolved.checkpoint, parts=parts, dtype=self.dtype, device=self.device)
         if model is None:
@@ -204,8 +204,9 @@ class Encoder:
 
         On a CPU, two batches on half the cores each: no thread waits at the end of every
         layer for another that a decode worker delayed. On 2 cores ViT-B-32-256 in bf16 alone
-        ran as fast as one 2-thread batch or up to 20% faster (bench/model_speed.py), and
-        indexing ran ~10% faster (1080p and 12 MP, alternating runs).
+        ran as fast as one 2-thread batch or up to 20% faster on a Zen 4, 6% slower on a Xeon
+        with AMX (bench/model_speed.py); indexing ran 10-15% faster on both (1080p and
+        12 MP, alternating runs).
         A GPU takes one batch at a time. Torch's thread count is restored afterwards.
         """
         from photosearch.config import usable_cpus

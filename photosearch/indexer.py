@@ -331,10 +331,10 @@ def _load_encoder(resolved: ResolvedModel, work: _Work):
 
 def _planned_preparation(resolved: ResolvedModel, work: _Work) -> Prepare:
     """How workers cut photos, from the model's config on disk, before the model is loaded."""
-    from photosearch import towers
+    from photosearch import architecture
     from photosearch.weights import open_clip_folder
 
-    arch = towers.architecture(resolved, open_clip_folder())
+    arch = architecture.read(resolved, open_clip_folder())
     if arch is None:
         return Prepare(size=224, crop=False, max_pixels=work.max_pixels)
     crop = workers.workers_can_cut(arch.resize_mode, arch.interpolation)

@@ -122,12 +122,12 @@ def test_a_checkpoint_that_does_not_fit_its_config_goes_to_open_clip(tmp_path, t
     doc = json.loads((tiny_model / "open_clip_config.json").read_text())
     doc["model_cfg"]["vision_cfg"]["image_size"] = 96
     (folder / "open_clip_config.json").write_text(json.dumps(doc))
-    from photosearch import towers
+    from photosearch import architecture, towers
     from photosearch.weights import open_clip_folder, resolve
 
     resolved = resolve(ModelSpec(f"local-dir:{folder}", None))
-    arch = towers.architecture(resolved, open_clip_folder())
-    assert towers.supported(arch)
+    arch = architecture.read(resolved, open_clip_folder())
+    assert architecture.supported(arch)
     assert towers.load(arch, resolved.checkpoint, parts=("image",), dtype=__import__("torch").float32, device="cpu") is None
 
 
@@ -148,11 +148,29 @@ def test_indexing_imports_neither_open_clip_nor_torchvision(tiny_model, tmp_path
     assert "3 added" in out.stderr
 
 
+def test_workers_learn_how_to_cut_photos_without_torch(tiny_model):
+    """The decode workers start while torch imports in a thread (seconds of decoding won), so
+    the input size and crop they need come from the model's config alone: no torch import."""
+    code = (
+        "import json, sys\n"
+        "from photosearch import indexer\n"
+        "from photosearch.config import ModelSpec\n"
+        "from photosearch.weights import resolve\n"
+        f"resolved = resolve(ModelSpec('local-dir:{tiny_model}', None))\n"
+        "how = indexer._planned_preparation(resolved, indexer._Work('cpu', None, 8, None, 60.0, None))\n"
+        "print(json.dumps({'size': how.size, 'crop': how.crop, 'torch': 'torch' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    size = json.loads((tiny_model / "open_clip_config.json").read_text())["model_cfg"]["vision_cfg"]["image_size"]
+    assert json.loads(out.stdout) == {"size": size, "crop": True, "torch": False}
+
+
 def test_a_truncated_weights_file_is_not_loaded_half_empty(tmp_path, tiny_model):
     """Our reader checks every tensor's byte range; a cut-off download must not load."""
     import torch
 
-    from photosearch import towers
+    from photosearch import architecture, towers
     from photosearch.weights import open_clip_folder, resolve
 
     folder = tmp_path / "cut"
@@ -161,5 +179,5 @@ def test_a_truncated_weights_file_is_not_loaded_half_empty(tmp_path, tiny_model)
     (folder / "open_clip_model.safetensors").write_bytes(data[: len(data) - 1000])
     (folder / "open_clip_config.json").write_bytes((tiny_model / "open_clip_config.json").read_bytes())
     resolved = resolve(ModelSpec(f"local-dir:{folder}", None))
-    arch = towers.architecture(resolved, open_clip_folder())
+    arch = architecture.read(resolved, open_clip_folder())
     assert towers.load(arch, resolved.checkpoint, parts=("image", "text"), dtype=torch.float32, device="cpu") is None

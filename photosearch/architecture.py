@@ -1,0 +1,102 @@
+"""What an open_clip model is, read from its config on disk: architecture, input size,
+normalisation, resize mode. No torch: the indexer asks this before the model loads, to tell
+the decode workers how to cut photos while torch is still importing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_VISION_KEYS = {
+    "layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size", "ls_init_value",
+    "patch_dropout", "no_ln_pre", "pos_embed_type", "final_ln_after_pool", "pool_type",
+    "output_tokens", "norm_kwargs", "attentional_pool", "timm_model_name", "block_type",
+}  # fmt: skip
+_TEXT_KEYS = {
+    "context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value",
+    "embed_cls", "pad_id", "eos_id", "no_causal_mask", "final_ln_after_pool", "pool_type",
+    "proj_bias", "proj_type", "output_tokens", "norm_kwargs", "hf_model_name",
+    "hf_tokenizer_name", "tokenizer_kwargs", "tokenizer_mode", "block_type",
+}  # fmt: skip
+_MODEL_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "custom_text", "init_logit_bias"}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What `load` needs from an open_clip model config (and its preprocessing)."""
+
+    model_cfg: dict
+    quick_gelu: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    resize_mode: str
+
+    @property
+    def image_size(self) -> int:
+        size = self.model_cfg["vision_cfg"].get("image_size", 224)
+        return int(size if isinstance(size, int) else min(size))
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model_cfg["text_cfg"].get("context_length", 77))
+
+
+def read(resolved, open_clip_folder: Path | None) -> Architecture | None:
+    """The model config of a resolved spec, read from disk; None if we can't tell."""
+    if resolved.open_clip_name.startswith("local-dir:"):
+        path = Path(resolved.open_clip_name[len("local-dir:") :]) / "open_clip_config.json"
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        model_cfg, pp = doc.get("model_cfg"), dict(doc.get("preprocess_cfg") or {})
+    else:
+        if open_clip_folder is None:
+            return None
+        try:
+            model_cfg = json.loads((open_clip_folder / "model_configs" / f"{resolved.open_clip_name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        pp = dict(model_cfg.pop("preprocess_cfg", None) or {})
+    if not isinstance(model_cfg, dict):
+        return None
+    pp.update(resolved.preprocess_overrides or {})
+    mean, std = pp.get("mean") or OPENAI_MEAN, pp.get("std") or OPENAI_STD
+    return Architecture(
+        model_cfg=model_cfg,
+        quick_gelu=bool(model_cfg.get("quick_gelu", False) or resolved.force_quick_gelu),
+        mean=tuple(float(v) for v in (mean if len(mean) == 3 else [mean[0]] * 3)),
+        std=tuple(float(v) for v in (std if len(std) == 3 else [std[0]] * 3)),
+        interpolation=str(pp.get("interpolation") or "bicubic"),
+        resize_mode=str(pp.get("resize_mode") or "shortest"),
+    )
+
+
+def supported(arch: Architecture) -> bool:
+    """Is this a design `CLIPTowers` computes exactly like open_clip?"""
+    cfg = arch.model_cfg
+    vision, text = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
+    if set(cfg) - _MODEL_KEYS or set(vision) - _VISION_KEYS or set(text) - _TEXT_KEYS:
+        return False
+    if vision.get("timm_model_name") or vision.get("attentional_pool") or vision.get("block_type") not in (None, "default"):
+        return False
+    if vision.get("pool_type", "tok") not in ("tok", "avg"):
+        return False
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name") or text.get("tokenizer_kwargs") or text.get("tokenizer_mode"):
+        return False
+    if text.get("embed_cls") or text.get("no_causal_mask") or text.get("block_type") not in (None, "default"):
+        return False
+    if text.get("pool_type", "argmax") not in ("argmax", "first", "last", "eos"):
+        return False
+    if text.get("proj_type", "linear") not in ("linear", "none") or text.get("vocab_size", 49408) != 49408:
+        return False
+    for part in (vision, text):
+        if set(part.get("norm_kwargs") or {}) - {"eps"}:
+            return False
+    return True
