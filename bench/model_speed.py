@@ -34,23 +34,26 @@ def images_per_s(encode, x, repeats: int, split: int = 1) -> float:
     """Images/s of `encode` on `x`, the batch cut in `split` parts encoded at once by threads."""
     parts = list(torch.chunk(x, split))
 
+    def encode_part(part):
+        with torch.inference_mode():  # a thread-local mode: each thread enters it
+            encode(part)
+
     def one_round():
         if split == 1:
-            encode(parts[0])
+            encode_part(parts[0])
             return
-        threads = [threading.Thread(target=encode, args=(part,)) for part in parts]
+        threads = [threading.Thread(target=encode_part, args=(part,)) for part in parts]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
 
-    with torch.inference_mode():
-        one_round()  # warm-up (oneDNN picks its kernels on the first call of each shape)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            one_round()
-            times.append(time.perf_counter() - t0)
+    one_round()  # warm-up (oneDNN picks its kernels on the first call of each shape)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        one_round()
+        times.append(time.perf_counter() - t0)
     return x.shape[0] / statistics.median(times)
 
 
