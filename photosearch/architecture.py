@@ -28,7 +28,8 @@ _MODEL_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "custom_text
 
 @dataclass(frozen=True)
 class Architecture:
-    """What `load` needs from an open_clip model config (and its preprocessing)."""
+    """What `towers.load` and the decode workers need from an open_clip model config (and its
+    preprocessing)."""
 
     model_cfg: dict
     quick_gelu: bool
