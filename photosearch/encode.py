@@ -102,7 +102,7 @@ class Encoder:
         from photosearch.weights import open_clip_folder
 
         arch = architecture.read(self.resolved, open_clip_folder())
-        if arch is None or not architecture.supported(arch):
+        if arch is None:
             return False
         model = towers.load(arch, self.resolved.checkpoint, parts=parts, dtype=self.dtype, device=self.device)
         if model is None:
