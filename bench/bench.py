@@ -463,7 +463,7 @@ def startup_parts(models: dict, rclip: dict, runs: int, home: Path) -> list[tupl
         ("import open_clip + create ViT-B-32-256 + load its weights", [sys.executable, "-c",
             f"import open_clip,os;open_clip.create_model('{ARCH}',pretrained=os.environ['W'])"], dict(env, W=weights)),
         ("photosearch: import torch + load the ViT-B-32-256 image tower (bf16), as `index` does", [sys.executable, "-c",
-            "from photosearch.config import ModelSpec;from photosearch.encode import Encoder;from photosearch.weights import resolve;"
+            "from photosearch.config import ModelSpec;from photosearch.model.encode import Encoder;from photosearch.model.weights import resolve;"
             f"Encoder(resolve(ModelSpec('{ARCH}','{TAG}')),'cpu',None,parts=('image',))"], env),
     ]
     if "bin" in rclip:

@@ -60,7 +60,7 @@ def images_per_s(encode, x, repeats: int, split: int = 1) -> float:
 def photosearch_tower():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from photosearch.config import ModelSpec
-    from photosearch.encode import Encoder
+    from photosearch.model.encode import Encoder
 
     return Encoder.load(ModelSpec(ARCH, TAG), "cpu", "bf16", parts=("image",))
 

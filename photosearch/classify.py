@@ -23,7 +23,14 @@ def parse_labels(inline: Sequence[str] | None, file_text: str | None) -> list[st
         labels += [part.strip() for part in item.split(",")]
     if file_text:
         labels += [line.strip() for line in file_text.splitlines() if not line.lstrip().startswith("#")]
-    unique = list(dict.fromkeys(label for label in labels if label))
+    return unique_labels(labels)
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """The labels without blanks and repeats, in their order; at least two of them."""
+    if isinstance(labels, str):
+        raise UsageError("labels must be a list of words, not one string", 'e.g. ["cat", "dog", "beach"]')
+    unique = list(dict.fromkeys(label.strip() for label in labels if label and label.strip()))
     if len(unique) < 2:
         raise UsageError("classification needs at least two labels", 'e.g. --labels "cat,dog,beach" or --labels-file labels.txt')
     return unique

@@ -17,7 +17,7 @@ from typing import Iterator, List, Literal, Optional
 import typer
 
 from photosearch import __version__
-from photosearch.config import debug_enabled, library_path, requested_device, requested_model
+from photosearch.config import debug_enabled
 from photosearch.errors import EXIT_ERROR, EXIT_PARTIAL, PhotosearchError, UsageError
 
 app = typer.Typer(
@@ -100,17 +100,56 @@ def _errors_to_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _open_for_command(path: Path):
-    """Open a library that is closed when the command ends, however it ends."""
-    from photosearch.store import Store
+def _open_library(db, model=None, pretrained=None, device=None, *, quiet: bool = False):
+    """The command's Library, closed when the command ends, however it ends."""
+    from photosearch.library import Library
 
-    store = Store.open(path)
-    _closers.append(store.close)
-    return store
+    library = Library.open(db, model=model, pretrained=pretrained, device=device, on_warning=None if quiet else _warn)
+    _closers.append(library.close)
+    return library
 
 
-def _show(path: bytes) -> str:
-    return path.decode("utf-8", "replace")
+def _warn(message: str) -> None:
+    _err(f"warning: {message}.")
+
+
+def _show(path) -> str:
+    from photosearch.output import display_path
+
+    return display_path(path)
+
+
+# -- options more than one command shares: defined once, so a flag means one thing -------
+
+# Every command that lists photos renders them the same ways (photosearch/output.py).
+JsonOption = typer.Option(False, "--json", help="JSON Lines: one object a line (the default when stdout is not a terminal).")
+TableOption = typer.Option(False, "--table", help="A table for people (the default on a terminal).")
+PathsOption = typer.Option(False, "--paths", help="Only paths, one a line.")
+Print0Option = typer.Option(False, "--print0", "-0", help="Only paths, each ended by a NUL byte (for xargs -0).")
+CsvOption = typer.Option(False, "--csv", help="CSV with a header row.")
+
+# Filters, for every command that reads the library's photos.
+InOption = typer.Option(None, "--in", help="Only photos under this folder (repeatable).", show_default=False)
+GlobOption = typer.Option(None, "--glob", help="Only paths matching this pattern; without a '/' it matches the file name, e.g. '*.png' (repeatable).", show_default=False)
+SinceOption = typer.Option(None, "--since", help="Taken on or after: YYYY, YYYY-MM, YYYY-MM-DD or a full ISO time (EXIF capture time, else file time).", show_default=False)
+UntilOption = typer.Option(None, "--until", help="Taken up to and including this (same forms as --since).", show_default=False)
+MinWidthOption = typer.Option(None, "--min-width", min=1, help="Only photos at least this wide (pixels).", show_default=False)
+MinHeightOption = typer.Option(None, "--min-height", min=1, help="Only photos at least this tall (pixels).", show_default=False)
+
+EnsembleOption = typer.Option(True, "--ensemble/--no-ensemble", help="Average text over several phrasings (docs/design.md).")
+TemplateOption = typer.Option(None, "--template", help="A phrasing with {} for the text; repeat for several (replaces the defaults).", show_default=False)
+
+
+def _filters(in_dirs, glob, since, until, min_width, min_height):
+    from photosearch.filters import Filters
+
+    return Filters(in_dirs=in_dirs or (), globs=glob or (), since=since, until=until, min_width=min_width, min_height=min_height)
+
+
+def _format(json_out: bool, table_out: bool, paths: bool, print0: bool, csv_out: bool) -> str:
+    from photosearch import output
+
+    return output.choose(json=json_out, table=table_out, paths=paths, print0=print0, csv=csv_out)
 
 
 # -- index --------------------------------------------------------------------------------
@@ -130,43 +169,31 @@ def index(
     wait: bool = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting."),
     max_megapixels: float = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False),
     decode_timeout: float = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped."),
-    vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10 (bench/ann.py). Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
+    vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10. Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
     with _errors_to_exit_codes():
-        missing = [str(f) for f in folders if not f.exists()]
-        if missing:
-            raise UsageError(f"no such folder: {missing[0]}", "check the path")
-        from photosearch.decode import DEFAULT_MAX_PIXELS
-        from photosearch.indexer import index_folders
-        from photosearch.store import Store, WriterLock
-
-        library = library_path(db)
+        library = _open_library(db, model, pretrained, device, quiet=quiet)
         started = time.monotonic()
-        with WriterLock(library, wait=wait):
-            store = Store.open(library, create=True)
-            progress = _IndexProgress(quiet)
-            try:
-                if vector_dtype and store.set_vector_dtype(vector_dtype) and not quiet:
-                    _err(f"Converted the library's vectors to {vector_dtype}.")
-                summary = index_folders(
-                    store,
-                    [os.fsencode(f.absolute()) for f in folders],
-                    requested_model=requested_model(model, pretrained),
-                    device=requested_device(device),
-                    precision=precision,
-                    batch_size=batch_size,
-                    include_hidden=include_hidden,
-                    follow_symlinks=follow_symlinks,
-                    max_pixels=int(max_megapixels * 1_000_000) if max_megapixels else DEFAULT_MAX_PIXELS,
-                    decode_timeout=decode_timeout,
-                    on_event=progress,
-                )
-            finally:
-                progress.close()
-                store.close()
+        progress = _IndexProgress(quiet)
+        _closers.append(progress.close)
+        summary = library.index(
+            folders,
+            include_hidden=include_hidden,
+            follow_symlinks=follow_symlinks,
+            batch_size=batch_size,
+            precision=precision,
+            max_megapixels=max_megapixels,
+            decode_timeout=decode_timeout,
+            vectors=vector_dtype,
+            wait=wait,
+            on_event=progress,
+        )
+        progress.close()
         if not quiet:
+            if summary.converted:
+                _err(f"Converted the library's vectors to {vector_dtype}.")
             seconds = time.monotonic() - started
             known = f", {summary.failed_before} known bad" if summary.failed_before else ""
             if summary.moved or summary.copied:
@@ -213,79 +240,6 @@ class _IndexProgress:
 
 # -- query --------------------------------------------------------------------------------
 
-# Filters shared by every command that reads the library.
-InOption = typer.Option(None, "--in", help="Only photos under this folder (repeatable).", show_default=False)
-GlobOption = typer.Option(None, "--glob", help="Only paths matching this pattern; without a '/' it matches the file name, e.g. '*.png' (repeatable).", show_default=False)
-SinceOption = typer.Option(None, "--since", help="Taken on or after: YYYY, YYYY-MM, YYYY-MM-DD or a full ISO time (EXIF capture time, else file time).", show_default=False)
-UntilOption = typer.Option(None, "--until", help="Taken up to and including this (same forms as --since).", show_default=False)
-MinWidthOption = typer.Option(None, "--min-width", min=1, help="Only photos at least this wide (pixels).", show_default=False)
-MinHeightOption = typer.Option(None, "--min-height", min=1, help="Only photos at least this tall (pixels).", show_default=False)
-JsonOption = typer.Option(False, "--json", help="JSON Lines (the default when stdout is not a terminal).")
-EnsembleOption = typer.Option(True, "--ensemble/--no-ensemble", help="Average text over several phrasings (see README).")
-TemplateOption = typer.Option(None, "--template", help="A phrasing with {} for the text; repeat for several (replaces the defaults).", show_default=False)
-
-
-def _templates(ensemble: bool, template: Optional[List[str]]):
-    from photosearch.query import DEFAULT_TEMPLATES
-
-    for t in template or []:
-        if "{}" not in t:
-            raise UsageError(f"template {t!r} has no {{}} for the query", 'write it like "a photo of {}."')
-    return list(template) if template else (list(DEFAULT_TEMPLATES) if ensemble else None)
-
-
-class _Session:
-    """An open library and, only when something needs it, its model (loaded once)."""
-
-    def __init__(self, db, model, pretrained, device):
-        from photosearch import library
-
-        self.store = _open_for_command(library_path(db))
-        library.require_model(self.store)
-        self.spec = library.choose_spec(self.store, requested_model(model, pretrained))
-        self.device = requested_device(device)
-        self._encoder = None
-        self._text_encoder = None
-        self._index = None
-
-    def encoder(self):
-        if self._encoder is None:
-            from photosearch import library, onnx_text
-            from photosearch.encode import Encoder
-
-            # fp32 unless told otherwise: a query embeds a few words or one photo, where
-            # bf16 saves nothing, and the text tower can then be exported from this model.
-            encoder = Encoder.load(self.spec, self.device, os.environ.get("PHOTOSEARCH_PRECISION") or "fp32")
-            library.check_loaded(self.store, self.spec, encoder.resolved.fingerprint(), int(self.store.meta()["dim"]))
-            self._encoder = encoder
-            onnx_text.export(encoder, encoder.resolved.fingerprint())  # the next cold query skips torch
-        return self._encoder
-
-    def text_encoder(self):
-        """The ONNX text tower when it has been exported for this model, else the model."""
-        if self._text_encoder is None:
-            self._text_encoder = self._encoder
-        if self._text_encoder is None and self.device in ("auto", "cpu"):
-            from photosearch import onnx_text
-
-            self._text_encoder = onnx_text.load(self.store.meta().get("model_fingerprint", ""))
-        return self._text_encoder or self.encoder()
-
-    def logit_scale(self) -> float:
-        """The model's learned temperature, as recorded in the library (no model loaded)."""
-        recorded = self.store.meta().get("logit_scale")
-        return float(recorded) if recorded else float(self.encoder().logit_scale)
-
-    def index(self, quiet: bool):
-        if self._index is None:
-            from photosearch import vectors
-
-            loaded = vectors.load(self.store)
-            if loaded.rebuilt_reason and not quiet:
-                _err(f"warning: the search index {loaded.rebuilt_reason}; rebuilt it from the library.")
-            self._index = loaded.index
-        return self._index
-
 
 @app.command()
 def query(
@@ -305,9 +259,10 @@ def query(
     min_width: Optional[int] = MinWidthOption,
     min_height: Optional[int] = MinHeightOption,
     json_out: bool = JsonOption,
-    table_out: bool = typer.Option(False, "--table", help="A table (the default on a terminal)."),
-    paths: bool = typer.Option(False, "--paths", help="Only paths, one a line."),
-    print0: bool = typer.Option(False, "--print0", "-0", help="Only paths, NUL-separated (for xargs -0)."),
+    table_out: bool = TableOption,
+    paths: bool = PathsOption,
+    print0: bool = Print0Option,
+    csv_out: bool = CsvOption,
     db: Optional[Path] = DbOption,
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
@@ -324,15 +279,11 @@ def query(
     printf 'cat\\ndog\\n' | photosearch query -     # one query a line
     """
     with _errors_to_exit_codes():
-        from photosearch import query as q
-        from photosearch.filters import candidate_ids, make_filters
+        from photosearch import output
+        from photosearch.query import parse_term
 
-        if sum([json_out, table_out, paths, print0]) > 1:
-            raise UsageError("--json, --table, --paths and --print0 exclude each other", "pick one")
-        templates = _templates(ensemble, template)
-        filters = make_filters(in_dirs, glob, since, until, min_width, min_height)
-        extra = [q.parse_term(t, force_text=force_text) for t in add or []]
-        extra += [q.parse_term(t, sign=-1.0, force_text=force_text) for t in sub or []]
+        fmt = _format(json_out, table_out, paths, print0, csv_out)
+        filters = _filters(in_dirs, glob, since, until, min_width, min_height)
         if text == "-":
             queries = [line.rstrip("\r\n") for line in sys.stdin]
             queries = [line for line in queries if line.strip()]
@@ -340,27 +291,16 @@ def query(
             if not text.strip():
                 raise UsageError("the query is empty", 'describe what to find, e.g. photosearch query "a red bicycle"')
             queries = [text]
-        session = _Session(db, model, pretrained, device)
-        only = candidate_ids(session.store, filters)
+        library = _open_library(db, model, pretrained, device, quiet=quiet)
+        writer = output.Writer(fmt, output.HITS)
         for raw in queries:
-            main_term = q.parse_term(raw, force_text=force_text)
-            built = q.build([main_term, *extra], session.store, session.encoder, templates, session.text_encoder)
-            exclude = set() if include_query_images else built.own_ids
-            results = q.search(session.store, session.index(quiet), built.vector, top, threshold, only=only, exclude=exclude)
-            _render(results, query=main_term.describe(), json_out=json_out, table_out=table_out, paths=paths, print0=print0)
-
-
-def _render(results, *, query: str, json_out: bool, table_out: bool, paths: bool, print0: bool) -> None:
-    from photosearch import output
-
-    if paths or print0:
-        output.write_paths(results, nul=print0)
-    elif json_out or (not table_out and not sys.stdout.isatty()):
-        output.write_json_lines(results, query)
-    elif results:
-        output.write_table(results, title=query)
-    else:
-        _err(f"No photos matched {query!r}.")
+            hits = library.search(
+                raw, k=top, threshold=threshold, add=add or (), sub=sub or (), filters=filters,
+                templates=template, ensemble=ensemble, text=force_text, include_query_images=include_query_images,
+            )  # fmt: skip
+            described = parse_term(raw, force_text=force_text).describe()
+            writer.write_all(hits, described)
+            writer.end_table(described)
 
 
 # -- classify -----------------------------------------------------------------------------
@@ -368,7 +308,7 @@ def _render(results, *, query: str, json_out: bool, table_out: bool, paths: bool
 
 @app.command()
 def classify(
-    paths: Optional[List[Path]] = typer.Argument(None, help="Photos or folders to tag [default: the whole library].", show_default=False),
+    paths_in: Optional[List[Path]] = typer.Argument(None, metavar="[PATHS]...", help="Photos or folders to tag [default: the whole library].", show_default=False),
     labels: Optional[List[str]] = typer.Option(None, "--labels", "-l", help='Comma-separated labels, e.g. "cat,dog,beach" (repeatable).', show_default=False),
     labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="A file with one label a line.", show_default=False),
     top: int = typer.Option(1, "--top", "-k", min=1, help="How many labels to list per photo."),
@@ -381,6 +321,10 @@ def classify(
     min_width: Optional[int] = MinWidthOption,
     min_height: Optional[int] = MinHeightOption,
     json_out: bool = JsonOption,
+    table_out: bool = TableOption,
+    paths: bool = PathsOption,
+    print0: bool = Print0Option,
+    csv_out: bool = CsvOption,
     db: Optional[Path] = DbOption,
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
@@ -388,18 +332,18 @@ def classify(
 ) -> None:
     """Zero-shot tagging: the best of the given labels for each photo, with probabilities.
 
+    Folders give their indexed photos, narrowed by the filters (--in, --since, ...);
+    photo files are tagged whether indexed or not.
+
     \b
     photosearch classify --labels "cat,dog,beach,document"
     photosearch classify --labels-file labels.txt ~/Pictures/2019 -k 3
     """
     with _errors_to_exit_codes():
-        import numpy as np
-
         from photosearch import output
-        from photosearch.classify import label_vectors, parse_labels, probabilities
-        from photosearch.filters import candidate_ids, make_filters
-        from photosearch.query import image_vector
+        from photosearch.classify import parse_labels
 
+        fmt = _format(json_out, table_out, paths, print0, csv_out)
         file_text = None
         if labels_file is not None:
             try:
@@ -407,60 +351,12 @@ def classify(
             except OSError as exc:
                 raise UsageError(f"cannot read {labels_file}: {exc.strerror}", "check --labels-file") from None
         names = parse_labels(labels, file_text)
-        templates = _templates(ensemble, template)
-        filters = make_filters(in_dirs, glob, since, until, min_width, min_height)
-        session = _Session(db, model, pretrained, device)
-        text = label_vectors(session.store, session.text_encoder, names, templates)
-        logit_scale = session.logit_scale()
-        keep = min(top, len(names))
-        table_rows: list[tuple[str, str, float]] = []
-        to_table = not json_out and sys.stdout.isatty()
-
-        def emit(vector_rows: np.ndarray, photo_paths: list[bytes]) -> None:
-            probs = probabilities(vector_rows, text, logit_scale)
-            for raw, row in zip(photo_paths, probs, strict=True):
-                order = np.argsort(-row)[:keep]
-                if to_table:
-                    table_rows.append((output.display_path(raw), names[order[0]], float(row[order[0]])))
-                    continue
-                output.write_json(
-                    {
-                        "schema": output.SCHEMA_VERSION,
-                        **output.path_fields(raw),
-                        "label": names[order[0]],
-                        "probability": round(float(row[order[0]]), 6),
-                        "labels": [{"label": names[i], "probability": round(float(row[i]), 6)} for i in order],
-                    }
-                )
-
-        files = [p for p in paths or [] if not p.is_dir()]
-        folders = [str(p) for p in paths or [] if p.is_dir()]
-        for p in files:
-            if not p.exists():
-                raise UsageError(f"no such file: {p}", "check the path")
-        if folders or not files:
-            only = candidate_ids(session.store, make_filters(folders, glob, since, until, min_width, min_height) if folders else filters)
-            for infos, matrix in session.store.iter_photos(only):
-                emit(matrix, [i.path for i in infos])
-        for p in files:
-            raw = os.fsencode(p.absolute())
-            vector, _ = image_vector(session.store, raw, session.encoder)
-            emit(vector.reshape(1, -1), [raw])
-        if to_table:
-            _label_table(table_rows)
-
-
-def _label_table(rows: list[tuple[str, str, float]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    table.add_column("path", overflow="fold")
-    table.add_column("label")
-    table.add_column("probability", justify="right")
-    for path, label, prob in rows:
-        table.add_row(path, label, f"{prob:.3f}")
-    Console().print(table)
+        filters = _filters(in_dirs, glob, since, until, min_width, min_height)
+        library = _open_library(db, model, pretrained, device)
+        tagged = library.classify(names, paths_in or None, filters, top, templates=template, ensemble=ensemble)
+        writer = output.Writer(fmt, output.CLASSIFICATIONS)
+        writer.write_all(tagged)
+        writer.close()
 
 
 # -- duplicates ---------------------------------------------------------------------------
@@ -475,84 +371,42 @@ def duplicates(
     until: Optional[str] = UntilOption,
     min_width: Optional[int] = MinWidthOption,
     min_height: Optional[int] = MinHeightOption,
-    paths: bool = typer.Option(False, "--paths", help="Paths only: a group's paths on one line each, groups separated by an empty line."),
+    json_out: bool = JsonOption,
+    table_out: bool = TableOption,
+    paths: bool = typer.Option(False, "--paths", help="Only paths, one a line; an empty line ends each group."),
+    print0: bool = typer.Option(False, "--print0", "-0", help="Only paths, each ended by a NUL byte; an extra NUL ends each group."),
+    csv_out: bool = CsvOption,
     db: Optional[Path] = DbOption,
 ) -> None:
-    """Groups of near-duplicate photos (one JSON line a group, biggest first). No model needed."""
+    """Groups of near-duplicate photos, biggest first (one JSON line a group). No model needed."""
     with _errors_to_exit_codes():
-        import numpy as np
+        from photosearch import output
 
-        from photosearch import library, output
-        from photosearch.duplicates import find_groups
-        from photosearch.filters import candidate_ids, make_filters
-
-        store = _open_for_command(library_path(db))
-        library.require_model(store)
-        only = candidate_ids(store, make_filters(in_dirs, glob, since, until, min_width, min_height))
-        ids, matrix = store.all_vectors()
-        if only is not None:
-            keep = np.isin(ids, only)
-            ids, matrix = ids[keep], matrix[keep]
-        groups = find_groups(ids, matrix, threshold)
-        infos = store.photos_by_id(i for group in groups for i, _ in group)
-        for number, group in enumerate(groups, start=1):
-            if paths:
-                sys.stdout.buffer.write(b"".join(infos[i].path + b"\n" for i, _ in group) + b"\n")
-                sys.stdout.flush()
-                continue
-            output.write_json(
-                {
-                    "schema": output.SCHEMA_VERSION,
-                    "group": number,
-                    "size": len(group),
-                    "photos": [
-                        {**output.path_fields(infos[i].path), "similarity": round(sim, 6), "width": infos[i].width, "height": infos[i].height, "size_bytes": infos[i].size}
-                        for i, sim in group
-                    ],
-                }
-            )
+        fmt = _format(json_out, table_out, paths, print0, csv_out)
+        library = _open_library(db)
+        groups = library.duplicates(threshold, _filters(in_dirs, glob, since, until, min_width, min_height))
+        writer = output.Writer(fmt, output.DUPLICATES, grouped=True)
+        writer.write_all(groups)
+        writer.close()
 
 
-# -- info ---------------------------------------------------------------------------------
+# -- info, failures -----------------------------------------------------------------------
 
 
 @app.command()
 def info(
     db: Optional[Path] = DbOption,
-    json_out: bool = typer.Option(False, "--json", help="One JSON object instead of text."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object (the default when stdout is not a terminal)."),
 ) -> None:
     """Where the library lives, which model made it, how many photos it holds."""
     with _errors_to_exit_codes():
+        import dataclasses
         import json
 
-        from photosearch.config import data_dir
-        from photosearch.store import Store
-        from photosearch.vectors import index_path
-
-        path = library_path(db)
-        facts: dict = {"library": str(path), "data_dir": str(data_dir()), "exists": path.exists()}
-        if path.exists():
-            store = Store.open(path)
-            meta = store.meta()
-            ipath = index_path(path)
-            current = ipath.exists() and meta.get("index_generation") == meta.get("generation")
-            facts.update(
-                model=meta.get("model_name"),
-                pretrained=meta.get("model_pretrained") or None,
-                weights_fingerprint=meta.get("model_fingerprint"),
-                dim=int(meta["dim"]) if "dim" in meta else None,
-                vector_dtype=meta.get("vector_dtype", "float32"),
-                photos=store.count(),
-                failures=len(store.failures()),
-                index_file=str(ipath),
-                index_kind=meta.get("index_kind"),
-                index_vectors=int(meta["index_count"]) if "index_count" in meta else None,
-                index_status="current" if current else ("stale" if ipath.exists() else "missing"),
-                library_bytes=path.stat().st_size,
-                index_bytes=ipath.stat().st_size if ipath.exists() else 0,
-                created_at=meta.get("created_at"),
-            )
-            store.close()
+        facts = dataclasses.asdict(_open_library(db).info())
+        facts = {k: (str(v) if isinstance(v, Path) else v) for k, v in facts.items()}
+        if not facts["exists"]:
+            facts = {k: facts[k] for k in ("library", "data_dir", "exists")}
         if json_out or not sys.stdout.isatty():
             print(json.dumps(facts))
         else:
@@ -562,18 +416,22 @@ def info(
 
 
 @app.command()
-def failures(db: Optional[Path] = DbOption) -> None:
-    """List photos that could not be indexed, with the reason (JSON Lines when piped)."""
+def failures(
+    json_out: bool = JsonOption,
+    table_out: bool = TableOption,
+    paths: bool = PathsOption,
+    print0: bool = Print0Option,
+    csv_out: bool = CsvOption,
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Photos that could not be indexed, with the reason. They are retried once they change."""
     with _errors_to_exit_codes():
-        import json
+        from photosearch import output
 
-
-        store = _open_for_command(library_path(db))
-        for path, reason, failed_at in store.failures():
-            if sys.stdout.isatty():
-                print(f"{_show(path)}: {reason}")
-            else:
-                print(json.dumps({"path": _show(path), "reason": reason, "failed_at": failed_at}, ensure_ascii=False))
+        fmt = _format(json_out, table_out, paths, print0, csv_out)
+        writer = output.Writer(fmt, output.FAILURES)
+        writer.write_all(_open_library(db).failures())
+        writer.close()
 
 
 # -- eval ---------------------------------------------------------------------------------
@@ -597,35 +455,19 @@ def eval_(
         import json
         import tempfile
 
-        from photosearch import library
-        from photosearch.encode import Encoder
-        from photosearch.evaluate import evaluate, load_labels
-        from photosearch.indexer import index_folders
-        from photosearch.store import Store, WriterLock
+        from photosearch.evaluate import load_labels
 
         if not folder.is_dir():
             raise UsageError(f"no such folder: {folder}", "check the path")
         wanted = load_labels(labels, folder.absolute())
         with tempfile.TemporaryDirectory(prefix="photosearch-eval-") as tmp:
-            path = library_path(db) if db else Path(tmp) / "library.db"
-            with WriterLock(path):
-                store = Store.open(path, create=True)
-                progress = _IndexProgress(quiet)
-                try:
-                    index_folders(
-                        store,
-                        [os.fsencode(folder.absolute())],
-                        requested_model=requested_model(model, pretrained),
-                        device=requested_device(device),
-                        on_event=progress,
-                    )
-                finally:
-                    progress.close()
-            spec = library.require_model(store)
-            encoder = Encoder.load(spec, requested_device(device))
-            report = evaluate(store, encoder, wanted)
-            report["model"] = spec.label()
-            store.close()
+            library = _open_library(db or Path(tmp) / "library.db", model, pretrained, device, quiet=quiet)
+            progress = _IndexProgress(quiet)
+            _closers.append(progress.close)
+            library.index([folder], on_event=progress)
+            progress.close()
+            report = library.evaluate(wanted)
+            library.close()
         if not quiet:
             _eval_table(report)
         print(json.dumps(report))

@@ -25,6 +25,8 @@ ENV_MODEL = "PHOTOSEARCH_MODEL"
 ENV_PRETRAINED = "PHOTOSEARCH_PRETRAINED"
 ENV_DEVICE = "PHOTOSEARCH_DEVICE"
 ENV_DEBUG = "PHOTOSEARCH_DEBUG"
+ENV_PRECISION = "PHOTOSEARCH_PRECISION"
+ENV_CACHE = "PHOTOSEARCH_CACHE"
 
 LIBRARY_FILENAME = "library.db"
 
@@ -49,7 +51,7 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     """Derived, rebuildable files (exported text towers): `PHOTOSEARCH_CACHE` or platformdirs."""
-    env = os.environ.get("PHOTOSEARCH_CACHE")
+    env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
     if os.environ.get(ENV_HOME):
@@ -119,11 +121,23 @@ def requested_device(device: str | None) -> str:
     return device or os.environ.get(ENV_DEVICE) or "auto"
 
 
-ENV_PRECISION = "PHOTOSEARCH_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def requested_precision(precision: str | None = None) -> str:
-    return precision or os.environ.get(ENV_PRECISION) or "auto"
+def requested_precision(precision: str | None = None, *, default: str = "auto") -> str:
+    """`--precision`, else `PHOTOSEARCH_PRECISION`, else `default`; checked here, so a bad
+    value names the flag or variable it came from."""
+    if precision:
+        source, value = "--precision", precision
+    elif os.environ.get(ENV_PRECISION):
+        source, value = ENV_PRECISION, os.environ[ENV_PRECISION]
+    else:
+        return default
+    if value not in PRECISIONS:
+        from photosearch.errors import UsageError
+
+        raise UsageError(f"{source} {value!r} is not a precision", "use auto, fp32, bf16 or fp16")
+    return value
 
 
 def debug_enabled() -> bool:

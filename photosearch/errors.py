@@ -38,6 +38,10 @@ class LibraryError(PhotosearchError):
     """The library database is missing, unreadable or inconsistent."""
 
 
+class NotFoundError(LibraryError):
+    """A photo asked for by id or path is not in the library."""
+
+
 class ModelMismatchError(PhotosearchError):
     """The library's vectors were made by a different model."""
 

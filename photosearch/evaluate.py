@@ -90,15 +90,8 @@ def evaluate(store: Store, encoder, labels: dict[bytes, set[str]]) -> dict:
 
 
 def _labelled_vectors(store: Store, labels: dict[bytes, set[str]]):
-    dim = int(store.meta()["dim"])
-    vectors, photo_labels, ids = [], [], []
-    for row_id, path, blob in store.conn.execute("SELECT id, path, embedding FROM photos ORDER BY id"):
-        if path in labels:
-            ids.append(row_id)
-            vectors.append(store.vector_from_blob(blob))
-            photo_labels.append(labels[path])
-    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    return ids, matrix, photo_labels
+    ids, matrix, paths = store.vectors_for_paths(labels)
+    return ids, matrix, [labels[p] for p in paths]
 
 
 def _metrics(scores: np.ndarray, relevant: np.ndarray) -> dict:

@@ -1,4 +1,4 @@
-"""Narrowing a search: folder, glob, capture time, size. Turns options into the set of
+"""Narrowing a search: folder, glob, capture time, size. Turns `Filters` into the set of
 library row ids a query may return; ranking then takes the top k *within* that set."""
 
 from __future__ import annotations
@@ -15,17 +15,57 @@ from photosearch.errors import UsageError
 from photosearch.store import Store
 
 
-@dataclass
+@dataclass(frozen=True)
 class Filters:
-    in_dirs: Sequence[bytes] = field(default_factory=list)  # absolute folder paths
-    globs: Sequence[str] = field(default_factory=list)
-    since: str | None = None  # ISO 8601, inclusive
-    until: str | None = None  # ISO 8601, exclusive (a bare date means "through that day")
+    """Which photos a search, tagging or duplicate run may return. Every field narrows:
+
+    in_dirs     folders (any of them); relative ones and `~` are made absolute
+    globs       patterns (any of them): without a '/' for the file name ('*.png'), with one
+                for the whole path ('*/2019/*'); case-insensitive
+    since       taken on or after: '2019', '2019-06', '2019-06-03' or a full ISO time
+    until       taken up to and including that period ('2019' includes all of 2019)
+    min_width, min_height   at least that many pixels, upright
+
+    Capture time is EXIF DateTimeOriginal, else the file's mtime. Bad dates raise UsageError
+    when the Filters are made.
+    """
+
+    in_dirs: Sequence[str | os.PathLike] = ()
+    globs: Sequence[str] = ()
+    since: str | None = None
+    until: str | None = None
     min_width: int | None = None
     min_height: int | None = None
+    _folders: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
+    _since: str | None = field(default=None, init=False, repr=False, compare=False)
+    _until: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("in_dirs", "globs"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, (str, os.PathLike)) else tuple(value or ()))
+        folders = tuple(os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(d)))) for d in self.in_dirs)
+        object.__setattr__(self, "_folders", folders)
+        object.__setattr__(self, "_since", parse_time(self.since, end=False, flag="--since") if self.since else None)
+        object.__setattr__(self, "_until", parse_time(self.until, end=True, flag="--until") if self.until else None)
 
     def active(self) -> bool:
         return bool(self.in_dirs or self.globs or self.since or self.until or self.min_width or self.min_height)
+
+    def within(self, folders: Sequence[str | os.PathLike]) -> "Filters":
+        """These filters, also limited to under `folders`: a photo must pass both."""
+        if not folders:
+            return self
+        return _Within(self, tuple(os.fsencode(os.path.abspath(os.fsdecode(f))) for f in folders))
+
+
+@dataclass(frozen=True)
+class _Within:
+    filters: Filters
+    folders: tuple[bytes, ...]
+
+    def active(self) -> bool:
+        return True
 
 
 def parse_time(value: str, *, end: bool, flag: str) -> str:
@@ -53,24 +93,6 @@ def parse_time(value: str, *, end: bool, flag: str) -> str:
     return (stop if end else start).isoformat()
 
 
-def make_filters(
-    in_dirs: Sequence[str] | None = None,
-    globs: Sequence[str] | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    min_width: int | None = None,
-    min_height: int | None = None,
-) -> Filters:
-    return Filters(
-        in_dirs=[os.fsencode(os.path.abspath(os.path.expanduser(d))) for d in in_dirs or []],
-        globs=list(globs or []),
-        since=parse_time(since, end=False, flag="--since") if since else None,
-        until=parse_time(until, end=True, flag="--until") if until else None,
-        min_width=min_width,
-        min_height=min_height,
-    )
-
-
 def _glob_matcher(patterns: Sequence[str]):
     """A pattern with a `/` matches the whole path, one without matches the file name."""
     compiled = [(("/" in p), fnmatch.translate(p)) for p in patterns]
@@ -86,36 +108,23 @@ def _glob_matcher(patterns: Sequence[str]):
     return matches
 
 
-def candidate_ids(store: Store, filters: Filters) -> np.ndarray | None:
+def candidate_ids(store: Store, filters: "Filters | _Within | None") -> np.ndarray | None:
     """Row ids that pass the filters, or None when nothing is filtered."""
-    if not filters.active():
+    if filters is None or not filters.active():
         return None
-    where, params = [], []
-    if filters.in_dirs:
-        ors = []
-        for folder in filters.in_dirs:
-            prefix = folder.rstrip(b"/") + b"/"
-            # Byte-wise range: every path that starts with `prefix` sorts in [prefix, prefix+1).
-            ors.append("(path >= ? AND path < ?)")
-            params += [prefix, prefix[:-1] + b"0"]  # '0' is the byte after '/'
-        where.append("(" + " OR ".join(ors) + ")")
-    if filters.since:
-        where.append("taken_at >= ?")
-        params.append(filters.since)
-    if filters.until:
-        where.append("taken_at < ?")
-        params.append(filters.until)
-    if filters.min_width:
-        where.append("width >= ?")
-        params.append(filters.min_width)
-    if filters.min_height:
-        where.append("height >= ?")
-        params.append(filters.min_height)
-    sql = "SELECT id, path FROM photos" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = store.conn.execute(sql, params)
+    ids = _matching(store, filters.filters if isinstance(filters, _Within) else filters)
+    if isinstance(filters, _Within):
+        under = {row_id for row_id, _ in store.ids_matching(under=filters.folders)}
+        ids = [i for i in ids if i in under]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _matching(store: Store, filters: Filters) -> list[int]:
+    rows = store.ids_matching(
+        under=filters._folders, since=filters._since, until=filters._until,
+        min_width=filters.min_width, min_height=filters.min_height,
+    )  # fmt: skip
     if filters.globs:
         matches = _glob_matcher(filters.globs)
-        ids = [row_id for row_id, path in rows if matches(path)]
-    else:
-        ids = [row_id for row_id, _ in rows]
-    return np.asarray(ids, dtype=np.int64)
+        return [row_id for row_id, path in rows if matches(path)]
+    return [row_id for row_id, _ in rows]

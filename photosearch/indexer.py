@@ -14,39 +14,17 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from photosearch import library, vectors, workers
+from photosearch import binding, model, vectors, workers
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
 from photosearch.decode import DEFAULT_MAX_PIXELS, mtime_as_taken_at
 from photosearch.errors import WeightsUnavailableError
+from photosearch.model import ResolvedModel
+from photosearch.results import IndexEvent, IndexSummary
 from photosearch.scan import PhotoFile, ScanProblem, content_fingerprint, scan
 from photosearch.store import PhotoRow, Store
-from photosearch.weights import ResolvedModel, resolve
 from photosearch.workers import DEFAULT_TIMEOUT_S, Prepare, Prepared, prepare_one
-
-
-@dataclass
-class IndexEvent:
-    kind: str  # 'problem' | 'skipped' | 'planned' | 'model' | 'progress' | 'saving'
-    path: bytes | None = None
-    reason: str | None = None
-    total: int = 0
-    done: int = 0
-
-
-@dataclass
-class IndexSummary:
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    moved: int = 0  # recognised by content after a move or rename: vector reused
-    copied: int = 0  # new copies of indexed content: vector reused (counted in `added` too)
-    failed: int = 0
-    failed_before: int = 0  # known bad files, unchanged since they failed: not retried
-    problems: list[ScanProblem] = field(default_factory=list)
-    failures: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def _under(path: bytes, root: bytes) -> bool:
@@ -71,14 +49,14 @@ def index_folders(
     """Index photos under `roots` into `store`. `prepare_job` is the decode workers' job
     (a module-level function; tests swap in one that misbehaves)."""
     roots = [os.path.abspath(r) for r in roots]
-    spec = library.choose_spec(store, requested_model)
+    spec = binding.choose_spec(store, requested_model)
     summary = IndexSummary()
     # Find the weights before the walk, so a first run without them fails at once. A library
     # that already has photos can still drop vanished ones without its weights at hand.
     weights_error: WeightsUnavailableError | None = None
     resolved = None
     try:
-        resolved = resolve(spec)
+        resolved = model.resolve(spec)
     except WeightsUnavailableError as exc:
         if store.count() == 0:
             raise
@@ -194,31 +172,26 @@ def _encode_and_store(
 ) -> None:
     """Decode in worker processes while the model loads in a thread (importing torch and
     reading the weights takes seconds the workers spend decoding), then encode and store."""
-    spec = resolved.spec
-    fingerprint = resolved.fingerprint()
-    library.check_loaded(store, spec, fingerprint, int(store.meta().get("dim", 0)))  # before any work
-    on_event(IndexEvent("model", reason=spec.label()))
+    binding.check_weights(store, resolved)  # before any work
+    how = Prepare.of(model.cut_of(resolved), work.max_pixels)  # known without torch
+    on_event(IndexEvent("model", reason=resolved.spec.label()))
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-    loading = loader.submit(_load_encoder, resolved, work)
+    loading = loader.submit(model.load_encoder, resolved, work.device, work.precision, ("image",))
     loader.shutdown(wait=False)
-    run = _Run(store, todo, fingerprints, work, summary, on_event, loading, spec, fingerprint)
+    run = _Run(store, todo, fingerprints, work, summary, on_event, loading, resolved)
     try:
-        outcome = run.encode_all(_planned_preparation(resolved, work))
-        if isinstance(outcome, Prepare):  # the loaded model cuts photos unlike its config said
-            run.encode_all(outcome)
+        run.encode_all(how)
     finally:
         if not loading.cancel():
             try:
                 loading.result()  # never leave a thread loading a model behind us
             except Exception:
                 pass
-    from photosearch import onnx_text
-
-    if not onnx_text.tower_path(fingerprint).is_file():  # so cold text queries needn't import torch
+    if not model.text_tower_exported(resolved.fingerprint()):  # so cold text queries needn't import torch
         del run, loading  # one model in memory at a time
         gc.collect()
         _return_freed_memory()  # the export is the run's peak: start it from a low floor
-        onnx_text.export(resolved, fingerprint)
+        model.ensure_text_tower(resolved)
 
 
 def _return_freed_memory() -> None:
@@ -241,16 +214,12 @@ class _Run:
     summary: IndexSummary
     on_event: Callable[[IndexEvent], None]
     loading: Future
-    spec: ModelSpec
-    fingerprint: str
+    resolved: ResolvedModel
     done: int = 0
 
-    def encode_all(self, how: Prepare) -> Prepare | None:
-        """Decode with `how` and encode everything; returns the right `how` instead if the
-        loaded model wants photos cut differently (nothing is stored before that check).
-
-        Batches are encoded in threads (as many at once as the encoder says) and written
-        here, in order, one transaction each."""
+    def encode_all(self, how: Prepare) -> None:
+        """Decode with `how` and encode everything. Batches are encoded in threads (as many
+        at once as the encoder says) and written here, in order, one transaction each."""
         work, encoder, threads, at_once, size = self.work, None, None, 1, self.work.batch_size
         # Decoded photos wait ahead of the model, a batch's worth: when one thread's batch is
         # done the next is ready, and decoding goes on while the main thread waits for vectors
@@ -267,11 +236,8 @@ class _Run:
                     buffered.append(item)
                 if encoder is None and (item is None or self.loading.done() or len(buffered) >= limit):
                     encoder = self.loading.result()
-                    wanted = _preparation_for(encoder, work)
-                    if wanted != how:
-                        return wanted
-                    library.check_loaded(self.store, self.spec, self.fingerprint, encoder.dim)
-                    library.bind(self.store, self.spec, self.fingerprint, encoder.dim, encoder.logit_scale)
+                    binding.check_loaded(self.store, self.resolved, encoder.dim)
+                    binding.bind(self.store, self.resolved, encoder.dim, encoder.logit_scale)
                     at_once = setup.enter_context(encoder.batches_in_parallel())
                     threads = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="encode")
                     size = -(-work.batch_size // at_once)  # `batch_size` photos in the model at once
@@ -294,7 +260,6 @@ class _Run:
                 # large model, a batch on one thread takes many seconds).
                 threads.shutdown(wait=finished, cancel_futures=True)
             setup.close()  # gives torch its threads back
-        return None
 
     def _store(self, batch: list[Prepared], encoding: Future) -> None:
         ok = [item for item in batch if item.photo is not None]
@@ -321,30 +286,3 @@ def _encode(encoder, batch: list[Prepared]):
     """The vectors of a batch's decoded photos (none when all failed to decode)."""
     pixels = [item.pixels for item in batch if item.photo is not None]
     return encoder.encode_prepared(pixels) if pixels else []
-
-
-def _load_encoder(resolved: ResolvedModel, work: _Work):
-    from photosearch.encode import Encoder
-
-    return Encoder(resolved, work.device, work.precision, parts=("image",))
-
-
-def _planned_preparation(resolved: ResolvedModel, work: _Work) -> Prepare:
-    """How workers cut photos, from the model's config on disk, before the model is loaded."""
-    from photosearch import architecture
-    from photosearch.weights import open_clip_folder
-
-    arch = architecture.read(resolved, open_clip_folder())
-    if arch is None:
-        return Prepare(size=224, crop=False, max_pixels=work.max_pixels)
-    crop = workers.workers_can_cut(arch.resize_mode, arch.interpolation)
-    return Prepare(size=arch.image_size, interpolation=arch.interpolation, crop=crop, max_pixels=work.max_pixels)
-
-
-def _preparation_for(encoder, work: _Work) -> Prepare:
-    return Prepare(
-        size=encoder.image_size,
-        interpolation=encoder.interpolation,
-        crop=encoder.worker_crop,
-        max_pixels=work.max_pixels,
-    )

@@ -1,74 +1,424 @@
-"""Which model a library belongs to.
+"""`photosearch.Library`: the one Python API under every front end.
 
-A library's vectors only mean something to the model that made them, so the library
-records the model (name, pretrained tag or file, and a fingerprint of the weights file) the
-first time it is filled. Later runs use that model unless told otherwise; asking for a
-different one is an error that says what to do, never a silent mix of vector spaces.
+The CLI, and any script, notebook or server, open a library and call its methods; nothing
+here prints or exits. Errors are photosearch's own (`photosearch.errors`), each with a
+one-line message and a hint. The fast paths are the library's, so every caller has them:
+
+- a text query runs the exported ONNX text tower (no torch) once it exists, and a repeated
+  one is answered from the library's cache of query vectors (no model at all);
+- an image query for an indexed, unchanged photo, a stored photo, tagging of indexed
+  photos and duplicates use the stored vectors: no model is loaded;
+- the model is loaded at most once per Library, and only the part a call needs.
+
+A Library is meant for one thread at a time.
 """
 
 from __future__ import annotations
 
-from photosearch.config import DEFAULT_SPEC, ModelSpec
-from photosearch.errors import LibraryError, ModelMismatchError
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photosearch import binding, config
+from photosearch.errors import NotFoundError, UsageError
+from photosearch.filters import Filters, candidate_ids
+from photosearch.results import (
+    Classification,
+    Duplicate,
+    DuplicateGroup,
+    Failure,
+    Hit,
+    IndexEvent,
+    IndexSummary,
+    LabelScore,
+    LibraryInfo,
+    Photo,
+)
 from photosearch.store import Store
 
-
-def stored_spec(store: Store) -> ModelSpec | None:
-    meta = store.meta()
-    if "model_name" not in meta:
-        return None
-    return ModelSpec(meta["model_name"], meta.get("model_pretrained") or None)
+PathLike = str | os.PathLike
+Query = Any  # words (str), an image path (str or os.PathLike), a Photo/Hit or a photo id (int)
 
 
-def choose_spec(store: Store, requested: ModelSpec | None) -> ModelSpec:
-    """The model to use with this library; raises ModelMismatchError if `requested` is another."""
-    stored = stored_spec(store)
-    if stored is None:
-        return requested or DEFAULT_SPEC
-    if requested is None or requested == stored:
-        return stored
-    # Different words may still name the same weights (a tag vs. the cached file).
-    from photosearch.weights import resolve
+class Library:
+    """A photo library: one SQLite database (the truth) and its search index (a cache).
 
-    if resolve(requested).fingerprint() == store.meta().get("model_fingerprint"):
-        return requested
-    raise _mismatch(store, stored, requested.label())
+    >>> with Library.open() as library:            # doctest: +SKIP
+    ...     library.index(["~/Pictures"])
+    ...     for hit in library.search("a red bicycle", k=3):
+    ...         print(hit.rank, hit.score, hit.path)
+    """
+
+    def __init__(self, path: Path, requested: config.ModelSpec | None, device: str, on_warning: Callable[[str], None] | None):
+        self.path = path
+        self._requested = requested
+        self.device = device
+        self.on_warning = on_warning or (lambda message: None)
+        self._store: Store | None = None
+        self._resolved = None
+        self._encoder = None
+        self._text_encoder = None
+        self._index = None
+        self._index_generation: int | None = None
+
+    # -- opening and closing ----------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        db: PathLike | None = None,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        device: str | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> "Library":
+        """Open the library at `db` (default: `PHOTOSEARCH_DB`, else the per-user data dir).
+
+        A library that doesn't exist yet is created by the first `index`; until then reading
+        it raises LibraryError. `model`/`pretrained` (default: `PHOTOSEARCH_MODEL`/
+        `PHOTOSEARCH_PRETRAINED`, else the library's own model, else the default) must be the
+        library's model if it has one: another raises ModelMismatchError. `device`: auto,
+        cpu, cuda or mps. `on_warning` hears what the library would like a person to know
+        (a search index that had to be rebuilt, say); by default nobody does.
+        """
+        library = cls(config.library_path(db), config.requested_model(model, pretrained), config.requested_device(device), on_warning)
+        if library.path.exists():
+            library._store = Store.open(library.path)
+            if binding.stored_spec(library._store) is not None:
+                binding.choose_spec(library._store, library._requested)
+        return library
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- indexing -----------------------------------------------------------------------------
+    def index(
+        self,
+        folders: PathLike | Sequence[PathLike],
+        *,
+        include_hidden: bool = False,
+        follow_symlinks: bool = False,
+        batch_size: int = config.DEFAULT_BATCH_SIZE,
+        precision: str | None = None,
+        max_megapixels: float | None = None,
+        decode_timeout: float | None = None,
+        vectors: str | None = None,
+        wait: bool = False,
+        on_event: Callable[[IndexEvent], None] | None = None,
+    ) -> IndexSummary:
+        """Bring the library up to date with `folders` (folders or single photos): new and
+        changed photos are encoded, moved ones recognised by content, vanished ones dropped.
+
+        Photos are committed in batches: interrupted, the library keeps what was done and
+        the next call finishes the job. A photo that can't be decoded is skipped and
+        recorded (`failures()`); the summary counts it. Another process indexing the same
+        library raises BusyError, unless `wait`. `vectors` ('float32' or 'float16') converts
+        the stored vectors first. `on_event` hears progress (IndexEvent).
+        """
+        from photosearch.decode import DEFAULT_MAX_PIXELS
+        from photosearch.indexer import index_folders
+        from photosearch.store import WriterLock
+        from photosearch.workers import DEFAULT_TIMEOUT_S
+
+        roots = _as_paths(folders)
+        if not roots:
+            raise UsageError("no folders to index", "name at least one folder")
+        for root in roots:
+            if not os.path.exists(root):
+                raise UsageError(f"no such folder: {root}", "check the path")
+        if batch_size < 1:
+            raise UsageError(f"batch size {batch_size} is not positive", "use --batch-size 1 or more")
+        precision = config.requested_precision(precision)
+        with WriterLock(self.path, wait=wait):
+            if self._store is None:
+                self._store = Store.open(self.path, create=True)
+            converted = self._store.set_vector_dtype(vectors) if vectors else 0
+            summary = index_folders(
+                self._store,
+                [os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(r)))) for r in roots],
+                requested_model=self._requested,
+                device=self.device,
+                precision=precision,
+                batch_size=batch_size,
+                include_hidden=include_hidden,
+                follow_symlinks=follow_symlinks,
+                max_pixels=int(max_megapixels * 1_000_000) if max_megapixels else DEFAULT_MAX_PIXELS,
+                decode_timeout=decode_timeout or DEFAULT_TIMEOUT_S,
+                on_event=on_event or (lambda event: None),
+            )
+        summary.converted = converted
+        return summary
+
+    # -- searching ----------------------------------------------------------------------------
+    def search(
+        self,
+        query: Query,
+        *,
+        k: int = 10,
+        threshold: float | None = None,
+        add: Iterable[Query] = (),
+        sub: Iterable[Query] = (),
+        filters: Filters | None = None,
+        templates: Sequence[str] | None = None,
+        ensemble: bool = True,
+        text: bool = False,
+        include_query_images: bool = False,
+    ) -> list[Hit]:
+        """The `k` photos most like `query`, best first, each at least `threshold` (cosine).
+
+        `query`, and each of `add` (more like this) and `sub` (less like this), is words, an
+        image's path (a str naming an existing file, or any path object), a photo of the
+        library (a Photo, a Hit, or its id); a str may start with a weight, `"2:red"`.
+        `text` reads every str as words even when a file has that name. Words are embedded
+        in every phrasing of `templates` (default: the built-in ensemble; `ensemble=False`:
+        the words alone) and averaged. `filters` narrow the candidates before the top k is
+        taken. The query's own images are left out unless `include_query_images`.
+        """
+        from photosearch import query as q
+
+        if k < 1:
+            raise UsageError(f"k = {k} is not a number of results", "ask for 1 or more")
+        store = self._require_model()
+        phrasings = q.templates_for(templates, ensemble)
+        terms = [q.parse_term(query, force_text=text)]
+        terms += [q.parse_term(t, force_text=text) for t in _as_terms(add)]
+        terms += [q.parse_term(t, sign=-1.0, force_text=text) for t in _as_terms(sub)]
+        only = candidate_ids(store, filters)
+        built = q.build(terms, store, self._image_encoder, phrasings, self._text_encoder_or_model)
+        exclude = set() if include_query_images else built.own_ids
+        results = q.search(store, self._search_index(), built.vector, k, threshold, only=only, exclude=exclude)
+        return [Hit.of(Photo.from_row(r.photo), r.score, r.rank) for r in results]
+
+    # -- tagging ------------------------------------------------------------------------------
+    def classify(
+        self,
+        labels: Sequence[str],
+        photos: Sequence[PathLike | Photo] | None = None,
+        filters: Filters | None = None,
+        k: int = 1,
+        *,
+        templates: Sequence[str] | None = None,
+        ensemble: bool = True,
+    ) -> Iterator[Classification]:
+        """Zero-shot tagging: for each photo, its `k` most probable `labels` (softmax over
+        the labels of the model's logit-scaled cosines, labels phrased like queries).
+
+        `photos`: photos and folders (default: the whole library). Folders and the library
+        give their indexed photos, narrowed by `filters`; a photo file is tagged whether
+        indexed or not (only one that isn't needs the image model). Naming files together
+        with `filters` raises UsageError: filters can't apply to a file outside the library.
+        Yields as it goes, in path order; arguments are checked before the first yield.
+        """
+        from photosearch import query as q
+        from photosearch.classify import label_vectors, unique_labels
+
+        names = unique_labels(labels)
+        if k < 1:
+            raise UsageError(f"k = {k} is not a number of labels", "ask for 1 or more")
+        store = self._require_model()
+        folders, files = [], []
+        for item in photos or []:
+            if isinstance(item, Photo):
+                files.append(os.fsencode(item.path))
+                continue
+            path = os.path.abspath(os.path.expanduser(os.fsdecode(item)))
+            if os.path.isdir(path):
+                folders.append(path)
+            elif os.path.exists(path):
+                files.append(os.fsencode(path))
+            else:
+                raise UsageError(f"no such file: {os.fsdecode(item)}", "check the path")
+        if files and filters is not None and filters.active():
+            raise UsageError(
+                "filters apply to folders and the library, not to photo files named one by one",
+                "name folders instead of files, or leave out the filters",
+            )
+        text = label_vectors(store, self._text_encoder_or_model, names, q.templates_for(templates, ensemble))
+        scale = self._logit_scale()
+        keep = min(k, len(names))
+        everything = (filters or Filters()).within(folders) if folders else filters
+        return self._classified(store, names, text, scale, keep, everything if (folders or not files) else False, files)
+
+    def _classified(self, store, names, text, scale, keep, selection, files) -> Iterator[Classification]:
+        from photosearch.classify import probabilities
+        from photosearch.query import image_vector
+
+        def tagged(matrix: np.ndarray, paths: list[bytes], ids: list[int | None]) -> Iterator[Classification]:
+            for raw, row_id, row in zip(paths, ids, probabilities(matrix, text, scale), strict=True):
+                order = np.argsort(-row, kind="stable")[:keep]
+                yield Classification(Path(os.fsdecode(raw)), row_id, [LabelScore(names[i], float(row[i])) for i in order])
+
+        if selection is not False:
+            with store.snapshot():
+                for infos, matrix in store.iter_photos(candidate_ids(store, selection)):
+                    yield from tagged(matrix, [i.path for i in infos], [i.id for i in infos])
+        for raw in files:
+            vector, row_id = image_vector(store, raw, self._image_encoder)
+            yield from tagged(vector.reshape(1, -1), [raw], [row_id])
+
+    # -- duplicates ---------------------------------------------------------------------------
+    def duplicates(self, threshold: float = 0.97, filters: Filters | None = None) -> list[DuplicateGroup]:
+        """Groups of near-duplicate photos (cosine ≥ `threshold` to one another, joined
+        through pairs), biggest first. Uses the stored vectors: no model is loaded."""
+        from photosearch.duplicates import find_groups
+
+        if not -1.0 <= threshold <= 1.0:
+            raise UsageError(f"threshold {threshold} is not a cosine", "use a number from -1 to 1")
+        store = self._require_model()
+        with store.snapshot():
+            only = candidate_ids(store, filters)
+            ids, matrix = store.all_vectors() if only is None else store.vectors_by_id(only)
+            groups = find_groups(ids, matrix, threshold)
+            rows = store.photos_by_id(i for group in groups for i, _ in group)
+        return [
+            DuplicateGroup(number, [Duplicate(Photo.from_row(rows[i]), similarity) for i, similarity in group])
+            for number, group in enumerate(groups, start=1)
+        ]
+
+    # -- photos -------------------------------------------------------------------------------
+    def photo(self, id_or_path: int | PathLike) -> Photo:
+        """One indexed photo, by id or path; NotFoundError if it isn't in the library."""
+        store = self._require_store()
+        if isinstance(id_or_path, int) and not isinstance(id_or_path, bool):
+            found = store.photos_by_id([id_or_path]).get(id_or_path)
+        else:
+            found = store.photo_by_path(os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(id_or_path)))))
+        if found is None:
+            raise NotFoundError(f"no photo {os.fsdecode(id_or_path) if not isinstance(id_or_path, int) else id_or_path} in the library", "index it first, or check the id")
+        return Photo.from_row(found)
+
+    def photos(self, filters: Filters | None = None) -> Iterator[Photo]:
+        """Every indexed photo that passes `filters`, in path order."""
+        store = self._require_store()
+        with store.snapshot():
+            for infos, _ in store.iter_photos(candidate_ids(store, filters)):
+                yield from (Photo.from_row(i) for i in infos)
+
+    def failures(self) -> list[Failure]:
+        """Photos that could not be indexed, with the reason, in path order."""
+        store = self._require_store()
+        return [Failure(Path(os.fsdecode(path)), reason, failed_at) for path, reason, failed_at in store.failures()]
+
+    def info(self) -> LibraryInfo:
+        """Where the library lives, which model made it, what its search index holds."""
+        from photosearch import vectors
+
+        facts = LibraryInfo(library=self.path, data_dir=config.data_dir(), exists=self.path.exists())
+        store = self._store if self._store is not None or not facts.exists else self._require_store()
+        if store is None:
+            return facts
+        meta = store.meta()
+        index_file = vectors.index_path(self.path)
+        facts.model = meta.get("model_name")
+        facts.pretrained = meta.get("model_pretrained") or None
+        facts.weights_fingerprint = meta.get("model_fingerprint")
+        facts.dim = int(meta["dim"]) if "dim" in meta else None
+        facts.vector_dtype = store.vector_dtype()
+        facts.photos = store.count()
+        facts.failures = len(store.failures())
+        facts.index_file = index_file
+        facts.index_kind = meta.get("index_kind")
+        facts.index_vectors = int(meta["index_count"]) if "index_count" in meta else None
+        facts.index_status = vectors.status(store)
+        facts.library_bytes = self.path.stat().st_size
+        facts.index_bytes = index_file.stat().st_size if index_file.exists() else 0
+        facts.created_at = meta.get("created_at")
+        return facts
+
+    def evaluate(self, labels: dict[bytes, set[str]]) -> dict:
+        """Retrieval quality over labelled photos of this library (see photosearch.evaluate)."""
+        from photosearch.evaluate import evaluate
+
+        store = self._require_model()
+        report = evaluate(store, self._text_encoder_or_model(), labels)
+        report["model"] = binding.require_model(store).label()
+        return report
+
+    # -- what the calls share -----------------------------------------------------------------
+    def _require_store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.path)  # raises "no photo library at …"
+        return self._store
+
+    def _require_model(self) -> Store:
+        store = self._require_store()
+        binding.require_model(store)
+        return store
+
+    def _resolved_model(self):
+        if self._resolved is None:
+            from photosearch import model
+
+            store = self._require_model()
+            self._resolved = model.resolve(binding.choose_spec(store, self._requested))
+        return self._resolved
+
+    def _image_encoder(self):
+        """The whole model, loaded once: for images that aren't in the library."""
+        if self._encoder is None:
+            from photosearch import model
+
+            store = self._require_model()
+            resolved = self._resolved_model()
+            binding.check_weights(store, resolved)
+            # fp32 unless asked otherwise: a query embeds a few words or one photo, where bf16
+            # saves nothing, and the text tower can then be exported from this very model.
+            encoder = model.load_encoder(resolved, self.device, config.requested_precision(default="fp32"))
+            binding.check_loaded(store, resolved, encoder.dim)
+            self._encoder = encoder
+            if self.device in ("auto", "cpu"):
+                model.ensure_text_tower(encoder)  # so the next cold text query skips torch
+        return self._encoder
+
+    def _text_encoder_or_model(self):
+        """The torch-free text tower when it was exported for these weights, else the model."""
+        if self._encoder is not None:
+            return self._encoder
+        if self._text_encoder is None and self.device in ("auto", "cpu"):
+            from photosearch import model
+
+            fingerprint = self._require_model().meta().get("model_fingerprint", "")
+            self._text_encoder = model.load_text_tower(fingerprint)
+        return self._text_encoder or self._image_encoder()
+
+    def _logit_scale(self) -> float:
+        """The model's learned temperature, as recorded in the library (no model loaded)."""
+        recorded = self._require_model().meta().get("logit_scale")
+        return float(recorded) if recorded else float(self._image_encoder().logit_scale)
+
+    def _search_index(self):
+        """The search index at the library's current generation, loaded again only when the
+        library has changed since (another process may index while this one serves)."""
+        from photosearch import vectors
+
+        store = self._require_store()
+        generation = store.generation()
+        if self._index is None or generation != self._index_generation:
+            loaded = vectors.load(store)
+            if loaded.rebuilt_reason and self._index is None:
+                self.on_warning(f"the search index {loaded.rebuilt_reason}; rebuilt it from the library")
+            self._index, self._index_generation = loaded.index, generation
+        return self._index
 
 
-def check_loaded(store: Store, spec: ModelSpec, fingerprint: str, dim: int) -> None:
-    """After loading the model: its weights must be the ones the library was made with."""
-    meta = store.meta()
-    if "model_fingerprint" not in meta:
-        return
-    if meta["model_fingerprint"] != fingerprint or int(meta.get("dim", dim)) != dim:
-        raise _mismatch(store, stored_spec(store) or spec, f"{spec.label()} (its weights file has changed)")
+def _as_paths(folders: PathLike | Sequence[PathLike]) -> list[PathLike]:
+    if isinstance(folders, (str, bytes, os.PathLike)):
+        return [folders]
+    return list(folders)
 
 
-def bind(store: Store, spec: ModelSpec, fingerprint: str, dim: int, logit_scale: float) -> None:
-    """Record the model in a library that has none yet."""
-    if "model_fingerprint" in store.meta():
-        return
-    store.set_meta(
-        {
-            "model_name": spec.name,
-            "model_pretrained": spec.pretrained or "",
-            "model_fingerprint": fingerprint,
-            "dim": dim,
-            "logit_scale": logit_scale,
-        }
-    )
-
-
-def require_model(store: Store) -> ModelSpec:
-    spec = stored_spec(store)
-    if spec is None:
-        raise LibraryError(f"library {store.path} is empty", "run `photosearch index FOLDER` first")
-    return spec
-
-
-def _mismatch(store: Store, stored: ModelSpec, asked: str) -> ModelMismatchError:
-    return ModelMismatchError(
-        f"library {store.path} was indexed with {stored.label()}, not {asked}",
-        "leave out --model/--pretrained to use the library's model, or use another library "
-        "with --db PATH (or delete this one to start over)",
-    )
+def _as_terms(terms: Iterable[Query] | Query) -> list[Query]:
+    if isinstance(terms, (str, os.PathLike, int, Photo, Hit)):
+        return [terms]
+    return list(terms)

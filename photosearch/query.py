@@ -46,15 +46,38 @@ class Result:
 class Term:
     text: str | None = None
     image: bytes | None = None  # absolute path of an image file
+    photo_id: int | None = None  # a photo in the library, by row id
     weight: float = 1.0  # negative: subtract
 
     def describe(self) -> str:
+        if self.photo_id is not None:
+            return f"photo {self.photo_id}"
         return self.text if self.text is not None else os.fsdecode(self.image or b"")
 
 
-def parse_term(raw: str, *, sign: float = 1.0, force_text: bool = False) -> Term:
+def templates_for(templates: Sequence[str] | None, ensemble: bool) -> list[str] | None:
+    """The phrasings a text term is embedded in: `templates` if given, else the default
+    ensemble, or none (the text alone) with `ensemble` off."""
+    for t in templates or []:
+        if "{}" not in t:
+            raise UsageError(f"template {t!r} has no {{}} for the query", 'write it like "a photo of {}."')
+    if templates:
+        return list(templates)
+    return list(DEFAULT_TEMPLATES) if ensemble else None
+
+
+def parse_term(raw, *, sign: float = 1.0, force_text: bool = False) -> Term:
     """`red`, `2:red`, `./cat.jpg`, `0.5:./cat.jpg` → a Term. A leading `W:` is a weight
-    unless the whole string names an existing file."""
+    unless the whole string names an existing file. A path object is always an image, an
+    int (or anything with an `id`, like a Photo or a Hit) a photo in the library."""
+    if isinstance(raw, bool):
+        raise UsageError(f"{raw!r} is not a query", "pass words, an image path or a photo")
+    if isinstance(raw, int) or hasattr(raw, "id"):
+        return Term(photo_id=int(getattr(raw, "id", raw)), weight=sign)
+    if isinstance(raw, os.PathLike):
+        return Term(image=os.fsencode(os.path.abspath(raw)), weight=sign)
+    if not isinstance(raw, str):
+        raise UsageError(f"{raw!r} is not a query", "pass words, an image path or a photo")
     weight = 1.0
     match = _WEIGHT.match(raw)
     if match and not os.path.exists(raw):
@@ -107,9 +130,11 @@ def image_vector(store: Store, path: bytes, get_encoder: Callable[[], object]) -
         st = os.stat(path)
     except OSError as exc:
         raise UsageError(f"cannot read query image {os.fsdecode(path)}: {exc.strerror}", "check the path") from None
-    row = store.conn.execute("SELECT id, size, mtime_ns, embedding FROM photos WHERE path = ?", (path,)).fetchone()
-    if row and (row[1], row[2]) == (st.st_size, st.st_mtime_ns):
-        return store.vector_from_blob(row[3]), row[0]
+    stored = store.stored_vector(path)
+    if stored is not None:
+        info, mtime_ns, vector = stored
+        if (info.size, mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return vector, info.id
     from photosearch.decode import decode
 
     encoder = get_encoder()
@@ -118,7 +143,7 @@ def image_vector(store: Store, path: bytes, get_encoder: Callable[[], object]) -
     except DecodeError as exc:
         raise UsageError(f"cannot use {os.fsdecode(path)} as a query image: {exc.reason}", "pass a photo, or --text to search for the words") from None
     vector = encoder.encode_images([encoder.preprocess(photo.image)])[0]
-    return vector, (row[0] if row else None)
+    return vector, (stored[0].id if stored else None)
 
 
 @dataclass
@@ -139,7 +164,14 @@ def build(
     total = None
     own: set[int] = set()
     for term in terms:
-        if term.image is not None:
+        if term.photo_id is not None:
+            vector = store.vector_of(term.photo_id)
+            if vector is None:
+                from photosearch.errors import NotFoundError
+
+                raise NotFoundError(f"no photo {term.photo_id} in the library", "search for it first; ids come from results")
+            own.add(term.photo_id)
+        elif term.image is not None:
             vector, row_id = image_vector(store, term.image, get_encoder)
             if row_id is not None:
                 own.add(row_id)

@@ -1,6 +1,6 @@
 """The library database (SQLite): the source of truth for every photo and its vector.
 
-Layout (schema version 4):
+Layout (schema version 1):
   meta(key, value)      model name / pretrained / weights fingerprint, dim, generation,
                         vector_dtype ('float32', the default, or 'float16') ...
   photos(id, path, size, mtime_ns, width, height, taken_at, taken_at_source, indexed_at,
@@ -12,8 +12,8 @@ Layout (schema version 4):
                         blob's length, so a reader never misreads a vector whatever it read
                         from `meta` first. `fingerprint`: sha256 of size + first MiB + last
                         KiB, to recognise moved and copied photos. `vector_gen`: the
-                        generation whose write last set this row's vector (0: before
-                        schema 4), so the search index can catch up on just what changed.
+                        generation whose write last set this row's vector, so the search
+                        index can catch up on just what changed.
   query_cache(key, vector, used_at)
                         text query vectors by sha256(model fingerprint, phrasings, text).
   failures(path, size, mtime_ns, reason, failed_at)
@@ -31,7 +31,7 @@ import errno
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from photosearch.errors import BusyError, LibraryError, StorageError, UsageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 1
 QUERY_CACHE_SIZE = 5000
 VECTOR_DTYPE = np.dtype("<f4")  # query cache vectors; photo vectors are VECTOR_DTYPES[meta]
 VECTOR_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
@@ -68,11 +68,22 @@ class PhotoInfo:
     taken_at: str | None
 
 
+_IN_CHUNK = 500  # values per `IN (...)`: well under SQLite's limit on bound parameters
+
+
+def _chunks(values: list) -> Iterator[tuple[list, str]]:
+    """`values` in slices, each with its `?,?,...` placeholders for an `IN (...)`."""
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = values[start : start + _IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def _migrate_1(db) -> None:
+    """The 0.1 schema."""
     db["meta"].create({"key": str, "value": str}, pk="key")
     db["photos"].create(
         {
@@ -86,36 +97,24 @@ def _migrate_1(db) -> None:
             "taken_at_source": str,
             "indexed_at": str,
             "embedding": bytes,
+            "fingerprint": str,
+            "vector_gen": int,
         },
         pk="id",
-        not_null={"path", "size", "mtime_ns", "embedding"},
+        not_null={"path", "size", "mtime_ns", "embedding", "vector_gen"},
     )
     db["photos"].create_index(["path"], unique=True)
+    db["photos"].create_index(["fingerprint"])
     db["failures"].create(
         {"path": bytes, "size": int, "mtime_ns": int, "reason": str, "failed_at": str},
         pk="path",
     )
-
-
-def _migrate_2(db) -> None:
-    """Content fingerprints, to recognise moved, renamed and copied photos."""
-    db["photos"].add_column("fingerprint", str)
-    db["photos"].create_index(["fingerprint"])
-
-
-def _migrate_3(db) -> None:
-    """Text query vectors, so a repeated query needs no model at all."""
     db["query_cache"].create({"key": str, "vector": bytes, "used_at": str}, pk="key")
 
 
-def _migrate_4(db) -> None:
-    """Which generation last wrote each vector: incremental search index updates. Rows from
-    before get 0 (a constant default, so no rewrite of a big table); no index file from
-    before this schema is trusted for an incremental update (see vectors.py)."""
-    db["photos"].add_column("vector_gen", int, not_null_default=0)
-
-
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
+# Numbered schema changes, applied in order inside one transaction; a library records the
+# last one applied (PRAGMA user_version). Add a change as the next number, never edit one.
+MIGRATIONS = {1: _migrate_1}
 
 
 class Store:
@@ -368,10 +367,7 @@ class Store:
     def rows_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         """fingerprint -> (row id, path) of an indexed photo with that content."""
         found: dict[str, tuple[int, bytes]] = {}
-        wanted = list(set(fingerprints))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(list(set(fingerprints))):
             for row_id, path, fp in self.conn.execute(
                 f"SELECT id, path, fingerprint FROM photos WHERE fingerprint IN ({marks}) ORDER BY id", chunk
             ):
@@ -417,10 +413,7 @@ class Store:
         return removed
 
     def cached_query(self, key: str) -> np.ndarray | None:
-        try:
-            row = self.conn.execute("SELECT vector FROM query_cache WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError:  # an old library opened read-only has no cache table
-            return None
+        row = self.conn.execute("SELECT vector FROM query_cache WHERE key = ?", (key,)).fetchone()
         return np.frombuffer(row[0], dtype=VECTOR_DTYPE).astype(np.float32) if row else None
 
     def cache_query(self, key: str, vector: np.ndarray) -> None:
@@ -462,9 +455,7 @@ class Store:
         wanted = sorted({int(i) for i in ids})
         dim = int(self.meta().get("dim", 0))
         parts = [(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(wanted):
             parts.append(self._vectors(f"SELECT id, embedding FROM photos WHERE id IN ({marks}) ORDER BY id", tuple(chunk)))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -485,37 +476,106 @@ class Store:
         return decode_vectors(blob, 1, int(self.meta().get("dim", 0)))[0]
 
     def iter_photos(self, only: np.ndarray | None = None, chunk: int = 2048) -> Iterator[tuple[list[PhotoInfo], np.ndarray]]:
-        """(photos, their vectors as an (n, dim) float32 matrix), in path order, chunk by chunk."""
+        """(photos, their vectors as an (n, dim) float32 matrix), in path order, chunk by
+        chunk; `only`: just these row ids. Call inside `snapshot()` for one version."""
         dim = int(self.meta().get("dim", 0))
-        if only is None:
-            ids = [row[0] for row in self.conn.execute("SELECT id FROM photos ORDER BY path")]
-        else:
+        ids = [row[0] for row in self.conn.execute("SELECT id FROM photos ORDER BY path")]
+        if only is not None:
             wanted = {int(i) for i in only}
-            ids = [row[0] for row in self.conn.execute("SELECT id FROM photos ORDER BY path") if row[0] in wanted]
+            ids = [i for i in ids if i in wanted]
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
-            marks = ",".join("?" * len(part))
-            rows = {
-                r[0]: r
-                for r in self.conn.execute(
-                    f"SELECT id, path, size, width, height, taken_at, embedding FROM photos WHERE id IN ({marks})", part
-                )
-            }
+            rows: dict[int, tuple] = {}
+            for sub, marks in _chunks(part):
+                for r in self.conn.execute(f"SELECT {_INFO_COLUMNS}, embedding FROM photos WHERE id IN ({marks})", sub):
+                    rows[r[0]] = r
             present = [rows[i] for i in part if i in rows]
-            infos = [PhotoInfo(*r[:6]) for r in present]
-            yield infos, decode_vectors([r[6] for r in present], len(present), dim)
+            infos = [PhotoInfo(*r[:-1]) for r in present]
+            yield infos, decode_vectors([r[-1] for r in present], len(present), dim)
 
     def photos_by_id(self, ids: Iterable[int]) -> dict[int, PhotoInfo]:
-        ids = list(ids)
         found: dict[int, PhotoInfo] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                f"SELECT id, path, size, width, height, taken_at FROM photos WHERE id IN ({marks})", chunk
-            ):
+        for chunk, marks in _chunks([int(i) for i in ids]):
+            for row in self.conn.execute(f"SELECT {_INFO_COLUMNS} FROM photos WHERE id IN ({marks})", chunk):
                 found[row[0]] = PhotoInfo(*row)
         return found
+
+    def photo_by_path(self, path: bytes) -> PhotoInfo | None:
+        row = self.conn.execute(f"SELECT {_INFO_COLUMNS} FROM photos WHERE path = ?", (path,)).fetchone()
+        return PhotoInfo(*row) if row else None
+
+    def stored_vector(self, path: bytes) -> tuple[PhotoInfo, int, np.ndarray] | None:
+        """(photo, mtime_ns, vector) of the indexed photo at `path`, or None: whether it
+        is unchanged since is for the caller to say (size and mtime_ns against the file)."""
+        row = self.conn.execute(f"SELECT {_INFO_COLUMNS}, mtime_ns, embedding FROM photos WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            return None
+        return PhotoInfo(*row[:-2]), row[-2], self.vector_from_blob(row[-1])
+
+    def vector_of(self, row_id: int) -> np.ndarray | None:
+        row = self.conn.execute("SELECT embedding FROM photos WHERE id = ?", (int(row_id),)).fetchone()
+        return self.vector_from_blob(row[0]) if row else None
+
+    def vectors_for_paths(self, paths: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """(ids, float32 vectors, paths) of those of `paths` that are indexed, in id order."""
+        found: list[tuple[int, bytes, bytes]] = []
+        for chunk, marks in _chunks(list(set(paths))):
+            found += self.conn.execute(f"SELECT id, path, embedding FROM photos WHERE path IN ({marks})", chunk).fetchall()
+        found.sort()
+        dim = int(self.meta().get("dim", 0))
+        return (
+            np.asarray([r[0] for r in found], dtype=np.int64),
+            decode_vectors([r[2] for r in found], len(found), dim),
+            [r[1] for r in found],
+        )
+
+    def ids_matching(
+        self,
+        *,
+        under: Sequence[bytes] = (),
+        since: str | None = None,
+        until: str | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+    ) -> Iterator[tuple[int, bytes]]:
+        """(id, path) of the photos under any of the folders `under` (absolute, as bytes),
+        taken at or after `since` and before `until` (ISO 8601), at least that large."""
+        where, params = [], []
+        if under:
+            ors = []
+            for folder in under:
+                prefix = folder.rstrip(b"/") + b"/"
+                # Byte-wise range: every path that starts with `prefix` sorts in [prefix, prefix+1).
+                ors.append("(path >= ? AND path < ?)")
+                params += [prefix, prefix[:-1] + b"0"]  # '0' is the byte after '/'
+            where.append("(" + " OR ".join(ors) + ")")
+        for clause, value in (("taken_at >= ?", since), ("taken_at < ?", until), ("width >= ?", min_width), ("height >= ?", min_height)):
+            if value:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT id, path FROM photos" + (" WHERE " + " AND ".join(where) if where else "")
+        yield from self.conn.execute(sql, params)
+
+    # -- the search index's manifest ---------------------------------------------------------
+    def index_manifest(self) -> dict[str, str]:
+        """What the search index file holds, as recorded when it was written (vectors.py)."""
+        return {k: v for k, v in self.meta().items() if k.startswith("index_")}
+
+    def record_index(self, generation: int, manifest: dict[str, object], swap: Callable[[], None]) -> bool:
+        """Put a new index file in place (`swap`) and record its `manifest`, in one write
+        transaction, if the library is still at `generation`: holding SQLite's write lock
+        while the file is swapped keeps file and manifest in step with any other process
+        doing the same. False (and nothing swapped) when the library has moved on."""
+        with self.transaction() as conn:
+            current = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            if current != generation:
+                return False
+            swap()
+            self._set_meta({"index_generation": generation, **{f"index_{k}": v for k, v in manifest.items()}})
+        return True
+
+
+_INFO_COLUMNS = "id, path, size, width, height, taken_at"
 
 
 def decode_vectors(blobs: bytes | list[bytes], n: int, dim: int) -> np.ndarray:

@@ -4,10 +4,10 @@ One file next to the library (`library.db.faiss`), in one of two formats:
 
 - Below ANN_THRESHOLD vectors, a flat matrix in our own layout (below), memory-mapped and
   searched exactly with numpy, so a query from a fresh process needn't import FAISS or read
-  and copy the whole file: loading the index and answering one query took 338 ms at 49 k
-  vectors with the FAISS file, 14 ms now (bench/ann.py `cold`). It holds float32 even for a
-  float16 library (widened exactly; numpy has no fast float16 arithmetic: widening costs
-  ~3 ns a value, 60-150 ms a query at 49 k), so at most 100 MB at 512-d.
+  and copy the whole file (a FAISS file must be read whole: ~25x slower to load and search
+  once at 49 k vectors, bench/ann.py `cold`). It holds float32 even for a float16 library
+  (widened exactly; numpy has no fast float16 arithmetic: widening would cost 60-150 ms a
+  query at 49 k), so at most 100 MB at 512-d.
 - From ANN_THRESHOLD up, a FAISS inverted-file index: IVF-Flat for float32 libraries, IVF
   with a float16 scalar quantizer for float16 ones (half the file and memory, same recall:
   bench/ann.py).
@@ -122,8 +122,8 @@ class FlatIndex:
         k is taken. Ties go to the lower row id."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.d)
         if len(queries) == 1:
-            # numpy's own single-threaded loop: 5 ms at 49 k × 512 here, where BLAS's threaded
-            # matrix-vector product took 13 ms (24 ms with the other core busy).
+            # numpy's own single-threaded loop: for one query about 2.5x faster than BLAS's
+            # threaded matrix-vector product here, and unaffected by a busy second core.
             scores = np.einsum("ij,j->i", self.matrix, queries[0]).reshape(1, -1)
         else:
             scores = queries @ self.matrix.T
@@ -285,20 +285,28 @@ def load(store: Store, *, persist: bool = True) -> LoadedIndex:
     return LoadedIndex(version.index, version.reason)
 
 
+def status(store: Store) -> str:
+    """'current', 'stale' or 'missing': the index file as its manifest describes it (a
+    damaged file passes for current here; loading it finds out and rebuilds it)."""
+    manifest = store.index_manifest()
+    path = index_path(store.path)
+    if not path.exists():
+        return "missing"
+    current = (
+        manifest.get("index_generation") == str(store.generation())
+        and manifest.get("index_format") in ("flat", "faiss")
+        and str(path.stat().st_size) == manifest.get("index_bytes")
+    )
+    return "current" if current else "stale"
+
+
 def refresh(store: Store) -> str:
     """After an index run: bring the file up to the library's generation. Returns 'current'
     (nothing to do: the file is not even read, let alone rewritten), 'updated' (caught up
     in place) or 'rebuilt'. Errors writing the file are raised."""
-    meta = store.meta()
-    path = index_path(store.path)
-    if (
-        meta.get("index_generation") == meta.get("generation")
-        and meta.get("index_format") in ("flat", "faiss")
-        and path.exists()
-        and str(path.stat().st_size) == meta.get("index_bytes")
-    ):
+    if status(store) == "current":
         return "current"
-    version = _current(store, accept_legacy=False)
+    version = _current(store)
     _save(store, version)
     return "updated" if version.caught_up else "rebuilt"
 
@@ -312,14 +320,12 @@ class _Version:
     caught_up: bool = False
 
 
-def _current(store: Store, *, accept_legacy: bool = True) -> _Version:
-    """The index at the library's current generation, in one consistent snapshot. A current
-    file from before schema 4 (a FAISS index, even for a small library) is `accept_legacy`:
-    a query uses it, an index run replaces it."""
+def _current(store: Store) -> _Version:
+    """The index at the library's current generation, in one consistent snapshot."""
     with store.snapshot():
         meta = store.meta()
         generation = int(meta.get("generation", 0))
-        cached, reason = _read_file(store, meta, accept_legacy)
+        cached, reason = _read_file(store, meta)
         if cached is not None and cached.generation == generation:
             return cached
         if cached is not None:
@@ -332,15 +338,11 @@ def _current(store: Store, *, accept_legacy: bool = True) -> _Version:
         return _Version(index, generation, trained_on, reason or "is out of date")
 
 
-def _read_file(store: Store, meta: dict[str, str], accept_legacy: bool) -> tuple[_Version | None, str | None]:
+def _read_file(store: Store, meta: dict[str, str]) -> tuple[_Version | None, str | None]:
     """The file as its manifest describes it, or (None, what is wrong with it)."""
     path = index_path(store.path)
     fmt = meta.get("index_format")
     checksum = meta.get("index_checksum")
-    if fmt is None and "index_sha256" in meta:  # written before schema 4: usable only if current
-        if meta.get("index_generation") != meta.get("generation") or not accept_legacy:
-            return None, "is out of date"
-        fmt, checksum = "faiss", "sha256:" + meta["index_sha256"]
     if not path.exists():
         return None, "is missing"
     if fmt not in ("flat", "faiss") or checksum is None or "index_generation" not in meta:
@@ -398,11 +400,11 @@ def _read_faiss(f, checksum: str):
 def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
     """`cached.index` brought from its generation to the library's: the rows SQLite no longer
     has or has rewritten since are dropped, the rewritten and new ones added. None when a
-    rebuild is due instead (see the module docstring), or for a file older than schema 4."""
+    rebuild is due instead (see the module docstring)."""
     index = cached.index
     n = store.count()
     flat = isinstance(index, FlatIndex)
-    if flat != (n < ANN_THRESHOLD) or "index_format" not in meta or cached.generation > int(meta["generation"]):
+    if flat != (n < ANN_THRESHOLD) or cached.generation > int(meta["generation"]):
         return None
     if index.d != int(meta.get("dim", 0)):  # an empty library's index, from before it had a model
         return None
@@ -477,26 +479,17 @@ def _save(store: Store, version: _Version) -> bool:
                 size = f.tell()
         except OSError as exc:
             raise storage_error(store.path, exc) from None
-        # Holding SQLite's write lock while we swap the file keeps file and manifest in step
-        # with any other process doing the same.
-        with store.transaction() as conn:
-            current = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-            if current != version.generation:
-                os.unlink(tmp)
-                return False
-            os.replace(tmp, target)
-            conn.execute("DELETE FROM meta WHERE key = 'index_sha256'")  # the manifest before schema 4
-            store._set_meta(
-                {
-                    "index_generation": version.generation,
-                    "index_count": version.index.ntotal,
-                    "index_format": fmt,
-                    "index_checksum": checksum,
-                    "index_bytes": size,
-                    "index_kind": kind(version.index),
-                    "index_trained_on": version.trained_on,
-                }
-            )
+        manifest = {
+            "count": version.index.ntotal,
+            "format": fmt,
+            "checksum": checksum,
+            "bytes": size,
+            "kind": kind(version.index),
+            "trained_on": version.trained_on,
+        }
+        if not store.record_index(version.generation, manifest, lambda: os.replace(tmp, target)):
+            os.unlink(tmp)
+            return False
         _fsync_dir(target.parent)
         return True
     except BaseException:

@@ -2,14 +2,10 @@
 
 Why processes: JPEG entropy decoding is most of the CPU cost of indexing, and a thread
 can't be stopped when a hostile file makes a decoder spin. Worker processes decode,
-fingerprint, resize and crop to the model's input (with Pillow only, no torch), and send
-back small uint8 arrays; the encoder normalises them. A file that takes longer than the
-limit is recorded as failed and its worker pool is replaced; the run goes on.
-
-The resize and crop reproduce open_clip's inference transform for `resize_mode='shortest'`
-(torchvision Resize of the short side + CenterCrop, which on PIL images are Pillow's
-resize and a crop with the same rounding), so the fast path gives the same pixels (to ±1 of
-rounding) from the same decoded picture.
+fingerprint, resize and crop to the model's input (with Pillow only, no torch: see
+model/cut.py), and send back small uint8 arrays; the encoder normalises them. A file that
+takes longer than the limit is recorded as failed and its worker pool is replaced; the run
+goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ from PIL import Image
 from photosearch.config import usable_cpus
 from photosearch.decode import DecodedPhoto, decode
 from photosearch.errors import DecodeError
+from photosearch.model.cut import Cut, model_input
 from photosearch.scan import PhotoFile, content_fingerprint
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -42,6 +39,10 @@ class Prepare:
     crop: bool = True  # False: send the decoded picture; the encoder's own transform applies
     max_pixels: int | None = None
 
+    @classmethod
+    def of(cls, cut: Cut, max_pixels: int | None) -> "Prepare":
+        return cls(size=cut.size, interpolation=cut.interpolation, crop=cut.crop, max_pixels=max_pixels)
+
 
 @dataclass
 class Prepared:
@@ -51,38 +52,6 @@ class Prepared:
     pixels: np.ndarray | Image.Image | None = None  # (size, size, 3) uint8, or a PIL image
     reason: str | None = None
     fingerprint: str | None = None
-
-
-def workers_can_cut(resize_mode: str, interpolation: str) -> bool:
-    """Is the model's transform one `model_input` reproduces exactly (short side resize +
-    centre crop, bicubic or bilinear)? Otherwise workers send the decoded picture."""
-    return resize_mode == "shortest" and interpolation in ("bicubic", "bilinear")
-
-
-def model_input(image: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Short side to `size`, then the centre `size`×`size` crop, as uint8 (H, W, 3).
-
-    When a landscape picture shrinks, only the columns the crop keeps are resampled (Pillow's
-    `box`): the same output, to ±1 of rounding, at less cost (a 16:9 picture loses 44% of
-    its resized width to the crop; 1080p: 5.7 -> 3.0 ms). Portrait pictures are resized
-    whole and cropped: a `box` that cuts rows came out up to 12 levels off on some noise
-    pictures (150 random shapes), while one that cuts columns stayed within ±1 (tested).
-    """
-    w, h = image.size
-    if w <= h:
-        new_w, new_h = size, int(size * h / w)
-    else:
-        new_w, new_h = int(size * w / h), size
-    resample = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    if new_h == size and (new_w, new_h) != (w, h) and new_w <= w and new_h <= h:  # landscape, shrinking
-        sx = w / new_w
-        box = (left * sx, 0, (left + size) * sx, h)
-        return np.asarray(image.resize((size, size), resample, box=box).convert("RGB"), dtype=np.uint8)
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), resample)
-    return np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"), dtype=np.uint8)
 
 
 def prepare_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from photosearch.config import ModelSpec
-from photosearch.encode import Encoder
+from photosearch.model.encode import Encoder
 from photosearch.scan import PhotoFile
 from photosearch.workers import Prepare, prepare_one
 
@@ -33,7 +33,7 @@ def _reference(spec: ModelSpec, paths) -> np.ndarray:
     import open_clip
     import torch
 
-    from photosearch.weights import resolve
+    from photosearch.model.weights import resolve
 
     resolved = resolve(spec)
     model, _, preprocess = open_clip.create_model_and_transforms(resolved.open_clip_name, pretrained=resolved.pretrained_arg)
@@ -85,7 +85,7 @@ def test_worker_resize_and_crop_match_open_clips_transform(interpolation):
     open_clip's own Resize + CenterCrop pixels, to ±1 of rounding, for any shape."""
     import open_clip
 
-    from photosearch.workers import model_input
+    from photosearch.model.cut import model_input
 
     rng = np.random.default_rng(3)
     shapes = [(960, 540), (540, 960), (1000, 750), (300, 200), (200, 300), (257, 1000), (1000, 257), (333, 777), (64, 64), (65, 63), (40, 30)]

@@ -204,7 +204,7 @@ def test_every_exif_orientation_decodes_upright(corpus, orientation):
 
 def test_every_exif_orientation_embeds_like_the_upright_picture(corpus, tiny_model):
     from photosearch.config import ModelSpec
-    from photosearch.encode import Encoder
+    from photosearch.model.encode import Encoder
 
     folder, _ = corpus
     encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")

@@ -158,8 +158,8 @@ def test_batches_encoded_in_parallel_each_land_on_their_own_photo(cli, tiny_mode
     import torch
 
     from photosearch import config
-    from photosearch.encode import Encoder
-    from photosearch.weights import resolve
+    from photosearch.model.encode import Encoder
+    from photosearch.model.weights import resolve
 
     monkeypatch.setattr(config, "usable_cpus", lambda: 2)  # two batches at once on any machine
     monkeypatch.setenv("PHOTOSEARCH_PRECISION", "fp32")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from photosearch.config import ModelSpec
-from tests.conftest import REPO, make_pictures
+from tests.conftest import REPO, make_pictures, run_cli
 
 TEXTS = ["a red circle", "a photo of a dog on the beach.", "Zürich at night, 2019 — fireworks!", "x"]
 
@@ -32,8 +32,8 @@ def _cosines(encoder, onnx_encoder) -> np.ndarray:
 def exported(tiny_model, random_vit_b32, tmp_path_factory):
     """The tiny model and ViT-B-32 (random weights), each loaded in fp32 and exported once
     into one cache folder: (cache folder, [(encoder, fingerprint), ...])."""
-    from photosearch import onnx_text
-    from photosearch.encode import Encoder
+    from photosearch.model import onnx_text
+    from photosearch.model.encode import Encoder
 
     cache = tmp_path_factory.mktemp("cache")
     models = []
@@ -48,7 +48,7 @@ def exported(tiny_model, random_vit_b32, tmp_path_factory):
 
 
 def test_exported_text_tower_matches_torch(exported, monkeypatch):
-    from photosearch import onnx_text
+    from photosearch.model import onnx_text
 
     cache, models = exported
     monkeypatch.setenv("PHOTOSEARCH_CACHE", str(cache))
@@ -60,7 +60,7 @@ def test_exported_text_tower_matches_torch(exported, monkeypatch):
 def test_texts_are_fed_cut_after_their_end_token_with_unchanged_vectors(exported, monkeypatch):
     """CLIP's text transformer is causal and reads its output at the end token: a query's
     prompts run ~10 tokens long instead of the full context, and give the same vectors."""
-    from photosearch import onnx_text
+    from photosearch.model import onnx_text
 
     cache, models = exported
     monkeypatch.setenv("PHOTOSEARCH_CACHE", str(cache))
@@ -83,7 +83,7 @@ class _TextModel:
     def __init__(self, model, context_length: int):
         import torch
 
-        from photosearch.tokenize import ClipTokenizer, default_vocab_path
+        from photosearch.model.tokenize import ClipTokenizer, default_vocab_path
 
         self.model, self.precision, self.device, self.resolved = model.eval(), "fp32", "cpu", None
         tokenize = ClipTokenizer(default_vocab_path(), context_length=context_length)
@@ -117,7 +117,7 @@ def _mean_pooled_text_model():
 
 @pytest.mark.parametrize("kind", ["reads padding", "fixed 32-token graph"])
 def test_a_text_model_that_cannot_take_cut_inputs_gets_full_length_ones(kind, tmp_path, monkeypatch):
-    from photosearch import onnx_text
+    from photosearch.model import onnx_text
     from tests.support.tiny import build_model
 
     monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
@@ -130,48 +130,28 @@ def test_a_text_model_that_cannot_take_cut_inputs_gets_full_length_ones(kind, tm
     assert _cosines(model, tower).min() >= 0.999
 
 
-def test_a_tower_exported_by_photosearch_0_1_still_answers_and_the_next_export_replaces_it(tiny_model, tmp_path, monkeypatch):
-    """0.1.0 kept a static full-length graph as <fingerprint>.onnx (+ .json)."""
-    import torch
+def test_indexing_with_a_fixed_length_text_tower_prints_no_onnx_runtime_lines(tiny_model, tmp_path):
+    """Whether a tower takes inputs cut short is probed at export; a model whose graph has
+    its full length built in fails that probe, which must stay silent: ONNX Runtime's own
+    error line in a successful run reads like a crash."""
+    folder = tmp_path / "open-clip-loaded"
+    folder.mkdir()
+    (folder / "open_clip_model.safetensors").write_bytes((tiny_model / "open_clip_model.safetensors").read_bytes())
+    doc = json.loads((tiny_model / "open_clip_config.json").read_text())
+    # The same model, in a config our own towers don't claim (any norm option but eps), so
+    # open_clip's CLIP class builds it, and its exported graph runs at the full length only.
+    doc["model_cfg"]["text_cfg"]["norm_kwargs"] = {"eps": 1e-5, "elementwise_affine": True}
+    (folder / "open_clip_config.json").write_text(json.dumps(doc))
+    make_pictures(tmp_path / "pics", 3)
+    proc = run_cli("index", str(tmp_path / "pics"), "--db", str(tmp_path / "lib.db"), "--model", f"local-dir:{folder}")
+    assert proc.returncode == 0, proc.stderr
+    from photosearch.model import onnx_text
 
-    from photosearch import onnx_text
-    from photosearch.encode import Encoder
-
-    monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
-    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
-    fingerprint = encoder.resolved.fingerprint()
-    legacy = onnx_text.towers_dir() / f"{fingerprint}.onnx"
-    legacy.parent.mkdir(parents=True)
-    tokens = encoder.tokenizer(["a photo"])
-    with torch.enable_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_EncodeText(encoder.model).eval(), (tokens,), str(legacy), input_names=["tokens"], output_names=["features"],
-                          dynamic_axes={"tokens": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)
-    legacy.with_suffix(".json").write_text(json.dumps({"context_length": int(tokens.shape[1]), "fingerprint": fingerprint}))
-
-    old = onnx_text.load(fingerprint)
-    assert not old.cut
-    assert _cosines(encoder, old).min() >= 0.999
-    assert onnx_text.export(encoder, fingerprint)
-    assert not legacy.exists() and not legacy.with_suffix(".json").exists()
-    new = onnx_text.load(fingerprint)
-    assert new.cut
-    assert _cosines(encoder, new).min() >= 0.999
-
-
-class _EncodeText:
-    def __new__(cls, model):
-        import torch
-
-        class EncodeText(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, tokens):
-                return self.model.encode_text(tokens)
-
-        return EncodeText()
+    towers = list(onnx_text.towers_dir().glob("*/tower.json"))
+    assert towers and json.loads(towers[0].read_text())["cut_after_end"] is False  # the probe did run, and failed
+    lines = proc.stderr.decode().splitlines()
+    assert [line for line in lines if "onnxruntime" in line.lower()] == []
+    assert len(lines) == 1 and lines[0].startswith("Indexed in "), lines
 
 
 def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
@@ -199,8 +179,8 @@ def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, tiny
 def test_exporting_leaves_the_live_model_in_eval_mode(tiny_model, tmp_path, monkeypatch):
     """The model that exported its text tower goes on encoding images (an image query):
     BatchNorm layers must still use their running statistics."""
-    from photosearch import onnx_text
-    from photosearch.encode import Encoder
+    from photosearch.model import onnx_text
+    from photosearch.model.encode import Encoder
 
     monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
     encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
@@ -209,8 +189,8 @@ def test_exporting_leaves_the_live_model_in_eval_mode(tiny_model, tmp_path, monk
 
 
 def test_a_damaged_tower_never_breaks_a_query_and_is_exported_again(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
-    from photosearch import onnx_text
-    from photosearch.weights import resolve
+    from photosearch.model import onnx_text
+    from photosearch.model.weights import resolve
 
     monkeypatch.setenv("PHOTOSEARCH_PRECISION", "fp32")
     make_pictures(tmp_path / "pics", 6)

@@ -45,7 +45,7 @@ def test_a_photos_own_vector_ranks_it_first(indexed, isolated_home):
 def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed, tiny_model, isolated_home):
     """The CLI's ranking equals an independent computation: mean of template vectors, cosine."""
     from photosearch.config import ModelSpec
-    from photosearch.encode import Encoder
+    from photosearch.model.encode import Encoder
     from photosearch.query import DEFAULT_TEMPLATES
 
     encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")  # as the exported text tower
@@ -126,7 +126,7 @@ def test_table_output_for_people(cli, indexed):
 def test_conflicting_output_flags_are_a_usage_error(cli, indexed):
     result = cli("query", "x", "--json", "--paths")
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: --json, --table, --paths and --print0 exclude each other.")
+    assert result.stderr.startswith("Error: --json and --paths exclude each other.")
 
 
 def test_querying_without_a_library_says_how_to_make_one(cli, isolated_home):

@@ -173,7 +173,7 @@ def test_size_filters(cli, lib):
 
 
 def test_batch_queries_from_stdin_load_the_model_once(cli, lib, monkeypatch):
-    from photosearch import encode
+    from photosearch.model import encode
 
     loads = []
     original = encode.Encoder.__init__

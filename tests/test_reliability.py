@@ -29,7 +29,7 @@ def rows(db: Path) -> dict[bytes, np.ndarray]:
 
 @pytest.fixture
 def count_encodes(monkeypatch):
-    from photosearch import encode
+    from photosearch.model import encode
 
     calls: list[int] = []
     original = encode.Encoder.encode_images

@@ -1,4 +1,4 @@
-"""photosearch.tokenize must give exactly open_clip's token ids, without importing torch."""
+"""photosearch.model.tokenize must give exactly open_clip's token ids, without importing torch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from photosearch.tokenize import ClipTokenizer, default_vocab_path
+from photosearch.model.tokenize import ClipTokenizer, default_vocab_path
 
 TEXTS = [
     "a photo of a dog",
@@ -118,7 +118,7 @@ def test_empty_batch(ours):
 def test_no_torch_or_open_clip_import():
     code = (
         "import sys\n"
-        "import photosearch.tokenize as t\n"
+        "import photosearch.model.tokenize as t\n"
         "tok = t.ClipTokenizer(t.default_vocab_path())\n"
         "tok(['a photo of a dog, café 😀'])\n"
         "bad = sorted(m for m in ('torch', 'open_clip') if m in sys.modules)\n"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from photosearch.config import ModelSpec
-from photosearch.encode import Encoder
+from photosearch.model.encode import Encoder
 from tests.conftest import make_pictures
 from tests.support.train import trained_tiny_model
 
@@ -122,11 +122,10 @@ def test_a_checkpoint_that_does_not_fit_its_config_goes_to_open_clip(tmp_path, t
     doc = json.loads((tiny_model / "open_clip_config.json").read_text())
     doc["model_cfg"]["vision_cfg"]["image_size"] = 96
     (folder / "open_clip_config.json").write_text(json.dumps(doc))
-    from photosearch import architecture, towers
-    from photosearch.weights import open_clip_folder, resolve
+    from photosearch.model import architecture, architecture_of, resolve, towers
 
     resolved = resolve(ModelSpec(f"local-dir:{folder}", None))
-    arch = architecture.read(resolved, open_clip_folder())
+    arch = architecture_of(resolved)
     assert architecture.supported(arch)
     assert towers.load(arch, resolved.checkpoint, parts=("image",), dtype=__import__("torch").float32, device="cpu") is None
 
@@ -153,11 +152,10 @@ def test_workers_learn_how_to_cut_photos_without_torch(tiny_model):
     the input size and crop they need come from the model's config alone: no torch import."""
     code = (
         "import json, sys\n"
-        "from photosearch import indexer\n"
+        "from photosearch import model\n"
         "from photosearch.config import ModelSpec\n"
-        "from photosearch.weights import resolve\n"
-        f"resolved = resolve(ModelSpec('local-dir:{tiny_model}', None))\n"
-        "how = indexer._planned_preparation(resolved, indexer._Work('cpu', None, 8, None, 60.0, None))\n"
+        f"resolved = model.resolve(ModelSpec('local-dir:{tiny_model}', None))\n"
+        "how = model.cut_of(resolved)\n"
         "print(json.dumps({'size': how.size, 'crop': how.crop, 'torch': 'torch' in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -170,8 +168,7 @@ def test_a_truncated_weights_file_is_not_loaded_half_empty(tmp_path, tiny_model)
     """Our reader checks every tensor's byte range; a cut-off download must not load."""
     import torch
 
-    from photosearch import architecture, towers
-    from photosearch.weights import open_clip_folder, resolve
+    from photosearch.model import architecture_of, resolve, towers
 
     folder = tmp_path / "cut"
     folder.mkdir()
@@ -179,5 +176,5 @@ def test_a_truncated_weights_file_is_not_loaded_half_empty(tmp_path, tiny_model)
     (folder / "open_clip_model.safetensors").write_bytes(data[: len(data) - 1000])
     (folder / "open_clip_config.json").write_bytes((tiny_model / "open_clip_config.json").read_bytes())
     resolved = resolve(ModelSpec(f"local-dir:{folder}", None))
-    arch = architecture.read(resolved, open_clip_folder())
+    arch = architecture_of(resolved)
     assert towers.load(arch, resolved.checkpoint, parts=("image", "text"), dtype=torch.float32, device="cpu") is None

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from photosearch.architecture import Architecture, supported
+from photosearch.model.architecture import Architecture, supported
 
 # The layers below only declare their tensors (torch.empty: address space, not memory)
 # and never initialise them: `load` replaces every one with the checkpoint's. (torch's own

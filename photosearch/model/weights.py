@@ -52,9 +52,14 @@ class ResolvedModel:
     pretrained_arg: str | None  # what to pass as create_model(pretrained=...)
     preprocess_overrides: dict = field(default_factory=dict)
     force_quick_gelu: bool = False
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def fingerprint(self) -> str:
-        return content_fingerprint(self.checkpoint)
+        """What the library records to know its weights again (a hash of the file's size,
+        first MiB and last KiB); computed once per resolved model."""
+        if self._fingerprint is None:
+            self._fingerprint = content_fingerprint(self.checkpoint)
+        return self._fingerprint
 
 
 def resolve(spec: ModelSpec) -> ResolvedModel:

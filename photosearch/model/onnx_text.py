@@ -20,8 +20,7 @@ Whether that holds is measured per model at export (cut inputs against full ones
 assumed.
 
 Every export is checked against torch (cosine >= 0.999) before it is used, and any failure
-just leaves queries on the torch path. Towers exported by photosearch 0.1.0 (a static
-77-token graph, `<fingerprint>.onnx`) still load; the next export replaces them.
+just leaves queries on the torch path.
 """
 
 from __future__ import annotations
@@ -60,10 +59,6 @@ def tower_path(fingerprint: str) -> Path:
     return tower_dir(fingerprint) / _GRAPH
 
 
-def _legacy_path(fingerprint: str) -> Path:
-    return towers_dir() / f"{fingerprint}.onnx"
-
-
 def used_length(tokens: np.ndarray) -> int:
     """Columns up to the last end-of-text token of any row (padding is id 0; the end token
     is never 0, and no row has anything after its end token)."""
@@ -74,22 +69,26 @@ def used_length(tokens: np.ndarray) -> int:
 class OnnxTextEncoder:
     """encode_texts(texts) -> (n, dim) unit vectors, like Encoder.encode_texts."""
 
-    def __init__(self, path: Path, info: dict, *, optimised: bool):
+    def __init__(self, path: Path, info: dict, *, quiet: bool = False):
         import onnxruntime as ort
 
-        from photosearch.tokenize import ClipTokenizer, default_vocab_path
+        from photosearch.model.tokenize import ClipTokenizer, default_vocab_path
 
         options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # A query is one small batch (7 prompts x ~12 tokens). Measured here (2 cores, another
-        # process busy on one), opening the tower and running it once: 2 threads that sleep
-        # when idle 0.127 s, 1 thread 0.152 s, 2 spinning threads (the default) 0.213 s.
+        # Errors are ours to report; `quiet` (a probe expected to fail) hides even those.
+        options.log_severity_level = 4 if quiet else 3
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = options.log_severity_level
+        # A query is one small batch (7 prompts x ~12 tokens): two threads that sleep when
+        # idle open and run the tower fastest on 2 cores (spinning threads fight any other
+        # process for the cores; one thread leaves one idle).
         options.intra_op_num_threads = min(2, usable_cpus())
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if optimised:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            options.add_session_config_entry("session.disable_prepacking", "1")
+        # The graph was optimised at export; prepacking would copy every weight matrix onto
+        # the heap to save less than that on the one run a query makes.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.add_session_config_entry("session.disable_prepacking", "1")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = ClipTokenizer(default_vocab_path(), context_length=int(info["context_length"]), cache_dir=towers_dir())
         self.cut = bool(info.get("cut_after_end", False))
@@ -98,7 +97,7 @@ class OnnxTextEncoder:
         tokens = self.tokenizer(list(texts))
         if (self.cut if cut is None else cut) and tokens.size:
             tokens = tokens[:, : used_length(tokens)]
-        features = np.asarray(self.session.run(None, {"tokens": tokens})[0], dtype=np.float32)
+        features = np.asarray(self.session.run(None, {"tokens": tokens}, self._run_options)[0], dtype=np.float32)
         return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
@@ -109,21 +108,16 @@ def load(fingerprint: str) -> OnnxTextEncoder | None:
         info = json.loads((folder / _INFO).read_text())
     except (OSError, ValueError):
         info = None
-    if info is not None:
-        try:
-            return OnnxTextEncoder(folder / _GRAPH, info, optimised=True)
-        except ImportError:
-            return None
-        except Exception:  # damaged, or a runtime that can't read it: the next export redoes it
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
-    legacy = _legacy_path(fingerprint)
+    if info is None:
+        return None
     try:
-        info = json.loads(legacy.with_suffix(".json").read_text())
-        return OnnxTextEncoder(legacy, info, optimised=False) if legacy.is_file() else None
-    except Exception:  # a damaged export or a missing runtime: the torch path still works
+        return OnnxTextEncoder(folder / _GRAPH, info)
+    except ImportError:
+        return None
+    except Exception:  # damaged, or a runtime that can't read it: the next export redoes it
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
         return None
 
 
@@ -143,7 +137,7 @@ def export(encoder, fingerprint: str) -> bool:
 
         if getattr(encoder, "precision", None) != "fp32" or getattr(encoder, "device", None) != "cpu":
             # Export from the weights as stored, not from a bf16/fp16 copy of them.
-            from photosearch.encode import Encoder
+            from photosearch.model.encode import Encoder
 
             encoder = Encoder(getattr(encoder, "resolved", encoder), "cpu", "fp32", parts=("text",))
         if not _uses_clip_tokenizer(encoder):
@@ -159,19 +153,17 @@ def export(encoder, fingerprint: str) -> bool:
         (work / "traced.onnx").unlink()
         (work / "traced.bin").unlink()
         info = {"format": FORMAT, "fingerprint": fingerprint, "context_length": int(tokens.shape[1]), "cut_after_end": False}
-        candidate = OnnxTextEncoder(work / _GRAPH, info, optimised=True)
+        candidate = OnnxTextEncoder(work / _GRAPH, info)
         if _min_cosine(candidate.encode_texts(CHECK_TEXTS), reference) < MIN_COSINE:
             return False
-        info["cut_after_end"] = _cutting_is_exact(candidate)
         del candidate
+        info["cut_after_end"] = _cutting_is_exact(OnnxTextEncoder(work / _GRAPH, info, quiet=True))
         (work / _INFO).write_text(json.dumps(info))
         try:
             os.rename(work, tower_dir(fingerprint))
         except OSError:  # another process finished the same export first
             if not (tower_dir(fingerprint) / _INFO).is_file():
                 return False
-        for old in (_legacy_path(fingerprint), _legacy_path(fingerprint).with_suffix(".json")):
-            old.unlink(missing_ok=True)
         return True
     except Exception:
         return False
@@ -285,7 +277,7 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def _uses_clip_tokenizer(encoder) -> bool:
     """Only models with open_clip's default CLIP BPE tokenizer (not HF or SigLIP ones)."""
-    from photosearch.tokenize import ClipTokenizer, default_vocab_path
+    from photosearch.model.tokenize import ClipTokenizer, default_vocab_path
 
     try:
         ours = ClipTokenizer(default_vocab_path(), context_length=int(encoder.tokenizer(CHECK_TEXTS).shape[1]))

@@ -1,6 +1,6 @@
 """What an open_clip model is, read from its config on disk: architecture, input size,
-normalisation, resize mode. No torch: the indexer asks this before the model loads, to tell
-the decode workers how to cut photos while torch is still importing.
+normalisation, resize mode. No torch, so how photos are cut for the model (`cut`) is known
+before the model loads, and the decode workers can start while torch is still importing.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from photosearch.model.cut import Cut, cut_for
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,14 +46,24 @@ class Architecture:
         return int(size if isinstance(size, int) else min(size))
 
     @property
+    def square(self) -> bool:
+        size = self.model_cfg["vision_cfg"].get("image_size", 224)
+        return isinstance(size, int) or len(set(size)) == 1
+
+    @property
+    def cut(self) -> Cut:
+        return cut_for(self.image_size, self.square, self.resize_mode, self.interpolation)
+
+    @property
     def context_length(self) -> int:
         return int(self.model_cfg["text_cfg"].get("context_length", 77))
 
 
-def read(resolved, open_clip_folder: Path | None) -> Architecture | None:
-    """The model config of a resolved spec, read from disk; None if we can't tell."""
-    if resolved.open_clip_name.startswith("local-dir:"):
-        path = Path(resolved.open_clip_name[len("local-dir:") :]) / "open_clip_config.json"
+def read(open_clip_name: str, overrides: dict, force_quick_gelu: bool, open_clip_folder: Path | None) -> Architecture | None:
+    """The config of a model (an open_clip architecture name or 'local-dir:<folder>') with
+    its pretrained tag's preprocessing `overrides`, read from disk; None if we can't tell."""
+    if open_clip_name.startswith("local-dir:"):
+        path = Path(open_clip_name[len("local-dir:") :]) / "open_clip_config.json"
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -61,17 +73,17 @@ def read(resolved, open_clip_folder: Path | None) -> Architecture | None:
         if open_clip_folder is None:
             return None
         try:
-            model_cfg = json.loads((open_clip_folder / "model_configs" / f"{resolved.open_clip_name}.json").read_text())
+            model_cfg = json.loads((open_clip_folder / "model_configs" / f"{open_clip_name}.json").read_text())
         except (OSError, ValueError):
             return None
         pp = dict(model_cfg.pop("preprocess_cfg", None) or {})
     if not isinstance(model_cfg, dict):
         return None
-    pp.update(resolved.preprocess_overrides or {})
+    pp.update(overrides or {})
     mean, std = pp.get("mean") or OPENAI_MEAN, pp.get("std") or OPENAI_STD
     return Architecture(
         model_cfg=model_cfg,
-        quick_gelu=bool(model_cfg.get("quick_gelu", False) or resolved.force_quick_gelu),
+        quick_gelu=bool(model_cfg.get("quick_gelu", False) or force_quick_gelu),
         mean=tuple(float(v) for v in (mean if len(mean) == 3 else [mean[0]] * 3)),
         std=tuple(float(v) for v in (std if len(std) == 3 else [std[0]] * 3)),
         interpolation=str(pp.get("interpolation") or "bicubic"),

@@ -1,5 +1,8 @@
-"""The only module that imports torch and open_clip (lazily): load a model, encode images
-and texts into L2-normalised float32 vectors."""
+"""A loaded CLIP model: images and texts into L2-normalised float32 vectors.
+
+Only the model package imports torch and open_clip (this module and towers.py); everything
+else reaches them through `photosearch.model`, which imports neither until asked to load.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from photosearch.config import ModelSpec, requested_precision
+from photosearch.config import PRECISIONS, ModelSpec
 from photosearch.errors import ModelLoadError, UsageError
-from photosearch.weights import ResolvedModel, resolve
+from photosearch.model.weights import ResolvedModel
 
 
 def pick_device(requested: str) -> str:
@@ -44,7 +47,7 @@ def pick_precision(requested: str, device: str) -> str:
     fp32 elsewhere (emulated bf16 is slower than fp32)."""
     import torch
 
-    if requested not in ("auto", "fp32", "bf16", "fp16"):
+    if requested not in PRECISIONS:
         raise UsageError(f"unknown precision {requested!r}", "use auto, fp32, bf16 or fp16")
     if requested != "auto":
         if requested == "fp16" and not device.startswith("cuda"):
@@ -78,40 +81,37 @@ class Encoder:
     ):
         import torch
 
+        from photosearch.model import architecture_of
+
         self.resolved = resolved
         self.spec: ModelSpec = resolved.spec
         self.device = pick_device(device)
         self._torch = torch
-        self.precision = pick_precision(requested_precision(precision), self.device)
+        # `precision` is what config.requested_precision made of flags and environment.
+        self.precision = pick_precision(precision or "auto", self.device)
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        arch = architecture_of(resolved)
+        # The same cut the decode workers were told before the model loaded (model/cut.py):
+        # when it doesn't crop, they send decoded pictures and open_clip's transform runs here.
+        self.cut = arch.cut
+        self.image_size, self.interpolation, self.worker_crop = self.cut.size, self.cut.interpolation, self.cut.crop
+        self._resize_mode = arch.resize_mode
         self._open_clip_preprocess = None
-        if not self._fast_load(parts):
+        if not self._fast_load(arch, parts):
             self._open_clip_load()
         self.logit_scale = float(self.model.logit_scale.exp().item())
-        self._mean = torch.tensor(self._mean_values).view(1, 3, 1, 1)
-        self._std = torch.tensor(self._std_values).view(1, 3, 1, 1)
-        # Decode workers cut the model input themselves (no torch there) when the transform
-        # is the usual shortest-side resize + centre crop; otherwise they send the decoded
-        # picture and open_clip's own transform runs here.
-        from photosearch.workers import workers_can_cut
+        self._mean = torch.tensor(arch.mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(arch.std).view(1, 3, 1, 1)
 
-        self.worker_crop = workers_can_cut(self._resize_mode, self.interpolation)
+    def _fast_load(self, arch, parts: tuple[str, ...]) -> bool:
+        from photosearch.model import towers
 
-    def _fast_load(self, parts: tuple[str, ...]):
-        from photosearch import architecture, towers
-        from photosearch.weights import open_clip_folder
-
-        arch = architecture.read(self.resolved, open_clip_folder())
-        if arch is None:
-            return False
         model = towers.load(arch, self.resolved.checkpoint, parts=parts, dtype=self.dtype, device=self.device)
         if model is None:
             return False
         self.model, self.backend = model, "photosearch"
         if "text" in parts:
             self.tokenizer = _TorchTokens(arch.context_length, self._torch)
-        self.image_size, self.interpolation, self._resize_mode = arch.image_size, arch.interpolation, arch.resize_mode
-        self._mean_values, self._std_values = arch.mean, arch.std
         self.dim = int(arch.model_cfg["embed_dim"])
         return True
 
@@ -151,19 +151,18 @@ class Encoder:
         self.backend = "open_clip"
         self.dim = int(self.encode_texts(["a photo"]).shape[1])
         self._open_clip_preprocess = preprocess
-        size = model.visual.image_size
-        self.image_size = int(size if isinstance(size, int) else min(size))
-        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        self._mean_values = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
-        self._std_values = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
-        square = isinstance(size, int) or len(set(size)) == 1
-        self._resize_mode = cfg.get("resize_mode", "shortest") if square else "non-square"
-        self.interpolation = cfg.get("interpolation", "bicubic")
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "auto", precision: str | None = None, parts: tuple[str, ...] = ("image", "text")) -> "Encoder":
+        """Resolve `spec` to weights on this machine and load them."""
+        from photosearch.model.weights import resolve
+
+        return cls(resolve(spec), device, precision, parts)
 
     def preprocess(self, image):
         """A PIL image -> the model's normalised (3, size, size) input tensor."""
         if self.worker_crop:
-            from photosearch.workers import model_input
+            from photosearch.model.cut import model_input
 
             pixels = model_input(image, self.image_size, self.interpolation)
             return self._normalise_pixels(np.expand_dims(pixels, 0))[0]
@@ -182,12 +181,6 @@ class Encoder:
         batch = batch if batch.flags.writeable else batch.copy()  # torch wants writable memory
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
         return x.sub_(self._mean).div_(self._std)
-
-    @classmethod
-    def load(
-        cls, spec: ModelSpec, device: str = "auto", precision: str | None = None, parts: tuple[str, ...] = ("image", "text")
-    ) -> "Encoder":
-        return cls(resolve(spec), device, precision, parts)
 
     def encode_images(self, pixels: Sequence) -> np.ndarray:
         """`pixels`: tensors from `preprocess`, or a batch tensor. Returns (n, dim) unit vectors."""
@@ -240,7 +233,7 @@ class _TorchTokens:
     """Our numpy CLIP tokenizer (token for token open_clip's), returning a torch tensor."""
 
     def __init__(self, context_length: int, torch):
-        from photosearch.tokenize import ClipTokenizer, default_vocab_path
+        from photosearch.model.tokenize import ClipTokenizer, default_vocab_path
 
         self._tokenize = ClipTokenizer(default_vocab_path(), context_length=context_length)
         self._torch = torch

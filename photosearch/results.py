@@ -1,0 +1,151 @@
+"""What `Library` returns: small typed records, the same ones every front end renders.
+
+Paths are `pathlib.Path`s decoded from the stored bytes with the file system's encoding
+(`os.fsdecode`), so a name that isn't valid UTF-8 survives: `os.fsencode(hit.path)` gives
+back the exact bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An indexed photo."""
+
+    id: int  # the library's row id: stable while the photo stays indexed
+    path: Path
+    size_bytes: int
+    width: int | None  # pixels, upright (EXIF orientation applied)
+    height: int | None
+    taken_at: str | None  # ISO 8601 local time: EXIF DateTimeOriginal, else the file's mtime
+
+    @classmethod
+    def from_row(cls, info) -> "Photo":
+        return cls(info.id, Path(os.fsdecode(info.path)), info.size, info.width, info.height, info.taken_at)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result, best first (`rank` 1)."""
+
+    id: int
+    path: Path
+    score: float  # cosine similarity between the query and the photo, -1..1
+    rank: int
+    width: int | None
+    height: int | None
+    size_bytes: int
+    taken_at: str | None
+
+    @classmethod
+    def of(cls, photo: Photo, score: float, rank: int) -> "Hit":
+        return cls(photo.id, photo.path, score, rank, photo.width, photo.height, photo.size_bytes, photo.taken_at)
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A photo's best labels, most probable first (softmax over the labels given)."""
+
+    path: Path
+    id: int | None  # None for a photo that isn't in the library
+    labels: list[LabelScore]
+
+    @property
+    def label(self) -> str:
+        return self.labels[0].label
+
+    @property
+    def probability(self) -> float:
+        return self.labels[0].probability
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    photo: Photo
+    similarity: float  # cosine to the group's first photo
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Photos within the threshold of each other (connected through pairs that are)."""
+
+    group: int  # 1-based, biggest group first
+    members: list[Duplicate]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A photo that could not be indexed; not retried until the file changes."""
+
+    path: Path
+    reason: str
+    failed_at: str
+
+
+@dataclass
+class LibraryInfo:
+    """Where a library lives, which model made it, what its search index holds."""
+
+    library: Path
+    data_dir: Path
+    exists: bool
+    model: str | None = None
+    pretrained: str | None = None
+    weights_fingerprint: str | None = None
+    dim: int | None = None
+    vector_dtype: str | None = None
+    photos: int | None = None
+    failures: int | None = None
+    index_file: Path | None = None
+    index_kind: str | None = None
+    index_vectors: int | None = None
+    index_status: str | None = None  # 'current', 'stale' (caught up on the next query) or 'missing'
+    library_bytes: int | None = None
+    index_bytes: int | None = None
+    created_at: str | None = None
+
+
+@dataclass
+class IndexEvent:
+    """What an index run is doing, for a progress display (`Library.index(on_event=…)`)."""
+
+    kind: str  # 'problem' | 'skipped' | 'planned' | 'model' | 'progress' | 'saving'
+    # problem: a folder or file that couldn't be walked; skipped: a photo that couldn't be
+    # indexed (both with `path` and `reason`); planned: `total` photos to encode; model: the
+    # model (`reason`, its name) is loading; progress: `done` of `total`; saving: the search
+    # index is being brought up to date.
+    path: bytes | None = None
+    reason: str | None = None
+    total: int = 0
+    done: int = 0
+
+
+@dataclass
+class IndexSummary:
+    """What an index run did."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    moved: int = 0  # recognised by content after a move or rename: vector reused
+    copied: int = 0  # new copies of indexed content: vector reused (counted in `added` too)
+    failed: int = 0
+    failed_before: int = 0  # known bad files, unchanged since they failed: not retried
+    problems: list = field(default_factory=list)  # ScanProblem(path, reason): what couldn't be walked
+    failures: list[tuple[bytes, str]] = field(default_factory=list)  # (path bytes, reason) of this run
+    converted: int = 0  # vectors converted to another precision (`vectors=`) before the run
