@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[env: …]" must print, not vanish as markup
 )
 
 # Options shared by every command, defined once so a flag means the same thing everywhere.

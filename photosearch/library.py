@@ -131,7 +131,7 @@ class Library:
         from photosearch.store import WriterLock
         from photosearch.workers import DEFAULT_TIMEOUT_S
 
-        roots = _as_paths(folders)
+        roots = [os.path.abspath(os.path.expanduser(os.fsdecode(r))) for r in _as_paths(folders)]
         if not roots:
             raise UsageError("no folders to index", "name at least one folder")
         for root in roots:
@@ -146,7 +146,7 @@ class Library:
             converted = self._store.set_vector_dtype(vectors) if vectors else 0
             summary = index_folders(
                 self._store,
-                [os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(r)))) for r in roots],
+                [os.fsencode(r) for r in roots],
                 requested_model=self._requested,
                 device=self.device,
                 precision=precision,
