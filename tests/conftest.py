@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.tiny import write_random_tiny
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config):
@@ -28,11 +24,14 @@ def pytest_configure(config):
 def isolated_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("PHOTOSEARCH_HOME", str(home / "data"))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HOME", str(home))
-    for name in ("PHOTOSEARCH_DB", "PHOTOSEARCH_MODEL", "PHOTOSEARCH_PRETRAINED", "PHOTOSEARCH_DEVICE", "PHOTOSEARCH_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
+    # Every setting a user's shell may carry (a library, a model, a precision, a cache...)
+    # would change what a test sees. PHOTOSEARCH_TEST_CACHE is the test suite's own: where the
+    # trained tiny model is kept between runs (tests/support/train.py).
+    for name in [n for n in os.environ if n.startswith("PHOTOSEARCH_") and n != "PHOTOSEARCH_TEST_CACHE"]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PHOTOSEARCH_HOME", str(home / "data"))
     return home
 
 
@@ -59,44 +58,6 @@ def random_vit_b32(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("vit") / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
-
-
-def make_pictures(folder: Path, n: int, *, seed: int = 0, prefix: str = "photo", ext: str = "jpg") -> list[Path]:
-    """`n` different generated pictures (shapes on backgrounds), saved as real image files."""
-    import random
-
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        bg = tuple(rng.randrange(256) for _ in range(3))
-        img = Image.new("RGB", (rng.randrange(120, 320), rng.randrange(120, 320)), bg)
-        draw = ImageDraw.Draw(img)
-        for _ in range(3):
-            colour = tuple(rng.randrange(256) for _ in range(3))
-            x, y = rng.randrange(img.width // 2), rng.randrange(img.height // 2)
-            w, h = rng.randrange(20, img.width // 2), rng.randrange(20, img.height // 2)
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + w, y + h), fill=colour)
-        path = folder / f"{prefix}{i:03d}.{ext}"
-        img.save(path)
-        paths.append(path)
-    return paths
-
-
-def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m photosearch` in a fresh process, as a user (or a pipeline) would."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "photosearch", *args],
-        capture_output=True,
-        env=full_env,
-        input=input,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 @pytest.fixture

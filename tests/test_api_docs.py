@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import REPO, make_pictures
+from tests.support.cli import REPO
+from tests.support.pictures import make_pictures
 
 
 def test_every_example_in_the_api_docs_runs(tiny_model, isolated_home, monkeypatch, capsys):

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from photosearch import __version__
-from tests.conftest import REPO, make_pictures, run_cli
+from tests.support.cli import run_cli
+from tests.support.pictures import make_pictures
+from tests.support.probe import cli_code, probe
 
 HEAVY = ("torch", "open_clip", "faiss", "numpy")
-
-PROBE = """
-import sys
-from photosearch.cli import app
-sys.argv = ["photosearch", *sys.argv[1:]]
-try:
-    app()
-except SystemExit:
-    pass
-heavy = sorted(m for m in {heavy!r} if m in sys.modules)
-print("HEAVY=" + ",".join(heavy), file=sys.stderr)
-"""
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["index", "--help"], ["query", "--help"], ["info", "--help"], []])
 def test_help_and_version_import_no_heavy_modules(args):
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True, cwd=REPO, timeout=60
-    )
-    assert "HEAVY=\n" in proc.stderr, proc.stderr
+    run = probe(cli_code(*args), HEAVY, timeout=60)
+    assert run.imported == set(), run.stderr
 
 
 def test_version_and_module_entry_point():
@@ -72,7 +58,7 @@ def test_a_command_that_loaded_torch_exits_at_once_with_its_code_and_output(tiny
     its exit code, its JSON on a pipe and its library are all there."""
     import sqlite3
 
-    from tests.conftest import make_pictures
+    from tests.support.pictures import make_pictures
 
     make_pictures(tmp_path / "pics", 3)
     (tmp_path / "pics" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")

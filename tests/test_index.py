@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import make_pictures
+from tests.support.pictures import make_pictures
 
 
 def library_rows(home: Path) -> dict[str, tuple]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import photosearch
 from photosearch.errors import ModelMismatchError, NotFoundError, UsageError
-from tests.conftest import REPO, make_pictures
+from tests.support.pictures import make_pictures
+from tests.support.probe import probe
 
 
 @pytest.fixture
@@ -48,14 +47,10 @@ def test_the_library_never_prints(tiny_model, tmp_path, capfd):
 
 def test_a_stored_photo_is_a_query_without_any_model(library):
     target = library.search("a blue square", k=1)[0]
-    code = (
-        "import sys, photosearch\n"
-        f"lib = photosearch.Library.open({str(library.path)!r})\n"
-        f"hits = lib.search({target.id})\n"
-        "print(len(hits), 'torch' in sys.modules, 'onnxruntime' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert out.stdout.split() == ["10", "False", "False"], out.stderr
+    code = f"import photosearch\nprint(len(photosearch.Library.open({str(library.path)!r}).search({target.id})))\n"
+    run = probe(code, ("torch", "onnxruntime"), timeout=120)
+    assert run.stdout.split() == ["10"], run.stderr
+    assert run.imported == set()
     assert target.id not in [h.id for h in library.search(target)]
     assert library.search(target, include_query_images=True)[0].id == target.id
 

@@ -7,8 +7,9 @@ import os
 import pickle
 import time
 
-from tests.conftest import make_pictures, run_cli
+from tests.support.cli import run_cli
 from tests.support.hfcache import add_to_hf_cache
+from tests.support.pictures import make_pictures
 from tests.support.tiny import CONFIG_NAME, WEIGHTS_NAME
 
 UNREACHABLE_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on the discard port

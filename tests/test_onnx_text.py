@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import warnings
 
 import numpy as np
 import pytest
 
 from photosearch.config import ModelSpec
-from tests.conftest import REPO, make_pictures, run_cli
+from tests.support.cli import run_cli
+from tests.support.pictures import make_pictures
+from tests.support.probe import cli_code, probe
 
 TEXTS = ["a red circle", "a photo of a dog on the beach.", "Zürich at night, 2019 — fireworks!", "x"]
 
-PROBE = (
-    "import sys\n"
-    "from photosearch.cli import app\n"
-    "sys.argv = ['photosearch', 'query', {text!r}, '-k', '5', '--json']\n"
-    "try:\n    app()  # not main(), which ends a process that loaded torch at once\nexcept SystemExit:\n    pass\n"
-    "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
-)
+
+
+def _query(text: str, env: dict | None = None):
+    return probe(cli_code("query", text, "-k", "5", "--json"), ("torch",), env=env)
 
 
 def _cosines(encoder, onnx_encoder) -> np.ndarray:
@@ -159,17 +155,15 @@ def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, tiny
     make_pictures(tmp_path / "pics", 10)
     assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}").exit_code == 0
     text = "a never seen before query"
-    import os
     import shutil
 
     shutil.copy(isolated_home / "data" / "library.db", tmp_path / "copy.db")  # before the query is cached
-    onnx_run = subprocess.run([sys.executable, "-c", PROBE.format(text=text)], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
-    assert "TORCH=False" in onnx_run.stderr, onnx_run.stderr
+    onnx_run = _query(text)
+    assert onnx_run.imported == set(), onnx_run.stderr
     # The same query through torch: no exported tower in an empty cache, and the library
     # copy has no cached vector for it.
-    env = {**os.environ, "PHOTOSEARCH_CACHE": str(tmp_path / "empty-cache"), "PHOTOSEARCH_DB": str(tmp_path / "copy.db")}
-    torch_run = subprocess.run([sys.executable, "-c", PROBE.format(text=text)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
-    assert "TORCH=True" in torch_run.stderr
+    torch_run = _query(text, {"PHOTOSEARCH_CACHE": str(tmp_path / "empty-cache"), "PHOTOSEARCH_DB": str(tmp_path / "copy.db")})
+    assert torch_run.imported == {"torch"}
     got = [json.loads(line) for line in onnx_run.stdout.splitlines()]
     want = [json.loads(line) for line in torch_run.stdout.splitlines()]
     assert [r["path"] for r in got] == [r["path"] for r in want]
@@ -199,7 +193,7 @@ def test_a_damaged_tower_never_breaks_a_query_and_is_exported_again(cli, tiny_mo
     weights = onnx_text.tower_dir(fingerprint) / "weights.bin"
     with open(weights, "r+b") as f:  # cut short, as by a full disk or an interrupted copy
         f.truncate(weights.stat().st_size // 2)
-    run = subprocess.run([sys.executable, "-c", PROBE.format(text="a damaged tower")], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
-    assert "TORCH=True" in run.stderr, run.stderr  # answered through the model itself
+    run = _query("a damaged tower")
+    assert run.imported == {"torch"}, run.stderr  # answered through the model itself
     assert len(run.stdout.splitlines()) == 5
     assert onnx_text.load(fingerprint) is not None  # and the tower is whole again

@@ -16,7 +16,8 @@ import pytest
 import typer
 
 from photosearch.cli import app
-from tests.conftest import REPO, make_pictures
+from tests.support.cli import REPO
+from tests.support.pictures import make_pictures
 
 LISTING_COMMANDS = ("query", "classify", "duplicates", "failures")
 OUTPUT_FLAGS = {"--json": None, "--table": None, "--paths": None, "--print0": "-0", "--csv": None}

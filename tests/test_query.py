@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_pictures, run_cli
+from tests.support.cli import run_cli
+from tests.support.pictures import make_pictures
+from tests.support.probe import cli_code, probe
 
 
 @pytest.fixture
@@ -68,10 +70,30 @@ def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed,
     assert json.loads(single.stdout.splitlines()[0])["score"] == pytest.approx(float(stored_vectors(isolated_home)[top1] @ q1), abs=1e-5)
 
 
-def test_custom_templates_replace_the_default_ensemble(cli, indexed, tiny_model):
-    default = cli("query", "a cat", "-k", "1", "--json").stdout
-    custom = cli("query", "a cat", "-k", "1", "--json", "--template", "a painting of {}.", "--template", "{} in the snow").stdout
-    assert json.loads(default)["score"] != json.loads(custom)["score"]
+def test_custom_templates_replace_the_default_ensemble(cli, indexed, tiny_model, isolated_home):
+    """--template phrasings are what the query vector is made of: the scores are cosines
+    with the normalised mean of exactly those phrasings' vectors, not the defaults'."""
+    from photosearch.config import ModelSpec
+    from photosearch.model.encode import Encoder
+
+    encoder = Encoder.load(ModelSpec(f"local-dir:{tiny_model}", None), "cpu", "fp32")
+    photos = stored_vectors(isolated_home)
+
+    def expected_scores(phrasings):
+        q = encoder.encode_texts(phrasings).mean(axis=0)
+        q /= np.linalg.norm(q)
+        return sorted(((float(v @ q), p) for p, v in photos.items()), reverse=True)[:4]
+
+    templates = ["a painting of {}.", "{} in the snow"]
+    custom = cli("query", "a cat", "-k", "4", "--json", *[a for t in templates for a in ("--template", t)])
+    got = [(json.loads(line)["score"], json.loads(line)["path"]) for line in custom.stdout.splitlines()]
+    want = expected_scores([t.replace("{}", "a cat") for t in templates])
+    assert [p for _, p in got] == [p for _, p in want]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in want], abs=1e-5)
+    from photosearch.query import DEFAULT_TEMPLATES
+
+    default_scores = [s for s, _ in expected_scores([t.replace("{}", "a cat") for t in DEFAULT_TEMPLATES])]
+    assert [s for s, _ in got] != pytest.approx(default_scores, abs=1e-5)  # the defaults were replaced
     bad = cli("query", "a cat", "--template", "no placeholder")
     assert bad.exit_code == 2
     assert bad.stderr == "Error: template 'no placeholder' has no {} for the query. Hint: write it like \"a photo of {}.\".\n"
@@ -117,10 +139,27 @@ def test_no_results_is_exit_0_and_empty_output(cli, indexed):
 
 
 def test_table_output_for_people(cli, indexed):
+    """The table shows what the JSON says: each result's rank, score (3 decimals), path and
+    size, best first, under the query as its title."""
+    records = [json.loads(line) for line in cli("query", "a tree", "-k", "2", "--json").stdout.splitlines()]
     result = cli("query", "a tree", "-k", "2", "--table")
-    assert result.exit_code == 0
-    assert "score" in result.stdout and "path" in result.stdout
-    assert str(indexed[0].parent) in result.stdout.replace("\n", "") or "photo" in result.stdout
+    assert result.exit_code == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].strip() == "a tree"
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    rows = [c for c in cells if c[0]]  # a folded path continues on lines with an empty rank
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert [r[1] for r in rows] == [f"{r['score']:.3f}" for r in records]
+    assert [r[3] for r in rows] == [f"{r['width']}×{r['height']}" for r in records]
+    # The path column, folded over lines, joined back: exactly the result's path.
+    paths, current = [], ""
+    for c in cells:
+        if c[0] and current:
+            paths.append(current)
+            current = ""
+        current += c[2]
+    paths.append(current)
+    assert paths == [r["path"] for r in records]
 
 
 def test_conflicting_output_flags_are_a_usage_error(cli, indexed):
@@ -202,51 +241,30 @@ def test_non_utf8_file_names_round_trip(cli, tiny_model, tmp_path):
 
 def test_a_repeated_text_query_loads_no_model(indexed, isolated_home):
     """The query's vector is cached in the library: the second time, torch isn't even imported."""
-    import subprocess
-    import sys
+    query = ("query", "a green thing", "-k", "3", "--json")
 
-    probe = (
-        "import sys\n"
-        "from photosearch.cli import app  # main() ends a process that loaded torch at once\n"
-        "sys.argv = ['photosearch', 'query', 'a green thing', '-k', '3', '--json']\n"
-        "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
-    )
-    def run(code: str, cache: str):  # each run with its own empty cache: no exported text tower
-        env = {**os.environ, "PHOTOSEARCH_CACHE": str(isolated_home / cache)}
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
+    def run(args, cache: str):  # each run with its own empty cache: no exported text tower
+        return probe(cli_code(*args), ("torch",), env={"PHOTOSEARCH_CACHE": str(isolated_home / cache)})
 
-    runs = [run(probe, "cache-a"), run(probe, "cache-b")]
-    assert "TORCH=True" in runs[0].stderr
-    assert "TORCH=False" in runs[1].stderr
+    runs = [run(query, "cache-a"), run(query, "cache-b")]
+    assert runs[0].imported == {"torch"}
+    assert runs[1].imported == set()
     assert runs[0].stdout == runs[1].stdout and len(runs[1].stdout.splitlines()) == 3
     # Another phrasing set is another query: not answered from the cache.
-    other = run(probe.replace("'--json']", "'--json', '--no-ensemble']"), "cache-c")
-    assert "TORCH=True" in other.stderr
+    assert run((*query, "--no-ensemble"), "cache-c").imported == {"torch"}
 
 
 def test_classify_over_the_library_loads_no_torch(indexed, isolated_home):
     """Label vectors come from the exported text tower, then from the library's cache; the
     logit scale from the library. Tagging indexed photos never needs torch."""
-    import subprocess
-    import sys
-
-    probe = (
-        "import sys\n"
-        "from photosearch.cli import app\n"
-        "sys.argv = ['photosearch', 'classify', '--labels', 'a red thing,a green thing,a blue thing', '-k', '2', '--json']\n"
-        "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "print('TORCH=' + str('torch' in sys.modules), file=sys.stderr)\n"
-    )
-
     def run(cache):
-        env = {**os.environ, "PHOTOSEARCH_CACHE": str(cache)}
-        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300, check=False)
+        args = ("classify", "--labels", "a red thing,a green thing,a blue thing", "-k", "2", "--json")
+        return probe(cli_code(*args), ("torch",), env={"PHOTOSEARCH_CACHE": str(cache)})
 
     with_tower = run(isolated_home / "data" / "cache")  # where `index` exported the text tower
     from_cache = run(isolated_home / "empty-cache")  # no tower: the labels' vectors are in the library
     for done in (with_tower, from_cache):
-        assert "TORCH=False" in done.stderr, done.stderr
+        assert done.imported == set(), done.stderr
     records = [json.loads(line) for line in with_tower.stdout.splitlines()]
     assert sorted(r["path"] for r in records) == sorted(str(p) for p in indexed)
     assert all(len(r["labels"]) == 2 for r in records)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, make_pictures
+from tests.support.cli import REPO
+from tests.support.pictures import make_pictures
 
 
 def rows(db: Path) -> dict[bytes, np.ndarray]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -116,15 +113,11 @@ def test_empty_batch(ours):
 
 
 def test_no_torch_or_open_clip_import():
-    code = (
-        "import sys\n"
-        "import photosearch.model.tokenize as t\n"
-        "tok = t.ClipTokenizer(t.default_vocab_path())\n"
-        "tok(['a photo of a dog, café 😀'])\n"
-        "bad = sorted(m for m in ('torch', 'open_clip') if m in sys.modules)\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    from tests.support.probe import probe
+
+    code = "import photosearch.model.tokenize as t\nt.ClipTokenizer(t.default_vocab_path())(['a photo of a dog, café 😀'])\n"
+    run = probe(code, ("torch", "open_clip"))
+    assert run.returncode == 0 and run.imported == set(), run.stderr
 
 
 def test_matches_open_clip_on_random_unicode(reference, ours):

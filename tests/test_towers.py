@@ -4,8 +4,6 @@ for every design they claim, and hand anything else to open_clip."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,8 @@ from PIL import Image
 
 from photosearch.config import ModelSpec
 from photosearch.model.encode import Encoder
-from tests.conftest import make_pictures
+from tests.support.pictures import make_pictures
+from tests.support.probe import cli_code, probe
 from tests.support.train import trained_tiny_model
 
 TEXTS = ["a photo of a dog", "a red circle on a blue background", "x", "sunset over the sea, long exposure, 1998"]
@@ -133,35 +132,28 @@ def test_a_checkpoint_that_does_not_fit_its_config_goes_to_open_clip(tmp_path, t
 def test_indexing_imports_neither_open_clip_nor_torchvision(tiny_model, tmp_path):
     """What makes an index run start fast: torch alone, not open_clip's 3-4 s of imports."""
     make_pictures(tmp_path / "pics", 3)
-    code = (
-        "import sys\n"
-        "from photosearch.cli import app  # main() ends a process that loaded torch at once\n"
-        f"sys.argv = ['photosearch', 'index', {str(tmp_path / 'pics')!r}, '--db', {str(tmp_path / 'lib.db')!r}, "
-        f"'--model', 'local-dir:{tiny_model}']\n"
-        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print(sorted(m for m in ('open_clip', 'torchvision', 'timm') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
-    assert "3 added" in out.stderr
+    args = ("index", str(tmp_path / "pics"), "--db", str(tmp_path / "lib.db"), "--model", f"local-dir:{tiny_model}")
+    run = probe(cli_code(*args) + "assert not sys.exit_code_seen\n", ("open_clip", "torchvision", "timm"))
+    assert run.returncode == 0, run.stderr
+    assert run.imported == set()
+    assert "3 added" in run.stderr
 
 
 def test_workers_learn_how_to_cut_photos_without_torch(tiny_model):
     """The decode workers start while torch imports in a thread (seconds of decoding won), so
     the input size and crop they need come from the model's config alone: no torch import."""
     code = (
-        "import json, sys\n"
+        "import json\n"
         "from photosearch import model\n"
         "from photosearch.config import ModelSpec\n"
-        f"resolved = model.resolve(ModelSpec('local-dir:{tiny_model}', None))\n"
-        "how = model.cut_of(resolved)\n"
-        "print(json.dumps({'size': how.size, 'crop': how.crop, 'torch': 'torch' in sys.modules}))\n"
+        f"how = model.cut_of(model.resolve(ModelSpec('local-dir:{tiny_model}', None)))\n"
+        "print(json.dumps({'size': how.size, 'crop': how.crop}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    run = probe(code, ("torch",), timeout=120)
+    assert run.returncode == 0, run.stderr
     size = json.loads((tiny_model / "open_clip_config.json").read_text())["model_cfg"]["vision_cfg"]["image_size"]
-    assert json.loads(out.stdout) == {"size": size, "crop": True, "torch": False}
+    assert json.loads(run.stdout) == {"size": size, "crop": True}
+    assert run.imported == set()
 
 
 def test_a_truncated_weights_file_is_not_loaded_half_empty(tmp_path, tiny_model):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from photosearch import vectors
-from tests.conftest import make_pictures
+from tests.support.pictures import make_pictures
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 500) -> np.ndarray:
@@ -291,7 +291,7 @@ def test_killing_a_conversion_leaves_the_library_whole_in_one_precision(tmp_path
     import sys
     import time
 
-    from tests.conftest import REPO
+    from tests.support.cli import REPO
 
     db = tmp_path / "lib.db"
     store = synthetic_library(db, dim=512)
@@ -418,22 +418,15 @@ def test_an_index_run_that_changes_nothing_leaves_the_index_file_alone(cli, tiny
 
 
 def test_a_repeated_query_on_a_small_library_imports_no_faiss(cli, tiny_model, tmp_path):
-    import subprocess
-    import sys
 
-    from tests.conftest import REPO
 
     make_pictures(tmp_path / "pics", 5)
     db = tmp_path / "lib.db"
     assert cli("index", str(tmp_path / "pics"), "--db", str(db), "--model", f"local-dir:{tiny_model}").exit_code == 0
     first = cli("query", "a green circle", "--db", str(db), "--json", "--in", str(tmp_path / "pics"))
     assert first.exit_code == 0 and len(first.stdout.splitlines()) == 5
-    probe = (
-        "import sys\nfrom photosearch.cli import app\n"
-        f"sys.argv = ['photosearch', 'query', 'a green circle', '--db', {str(db)!r}, '--json', '--in', {str(tmp_path / 'pics')!r}]\n"
-        "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "print('HEAVY=' + ','.join(m for m in ('faiss', 'torch', 'onnxruntime') if m in sys.modules), file=sys.stderr)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert "HEAVY=\n" in proc.stderr, proc.stderr
-    assert proc.stdout == first.stdout
+    from tests.support.probe import cli_code, probe
+
+    run = probe(cli_code("query", "a green circle", "--db", str(db), "--json", "--in", str(tmp_path / "pics")), ("faiss", "torch", "onnxruntime"), timeout=60)
+    assert run.imported == set(), run.stderr
+    assert run.stdout == first.stdout
