@@ -9,10 +9,14 @@ of vector spaces.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from photosearch.config import DEFAULT_SPEC, ModelSpec
 from photosearch.errors import LibraryError, ModelMismatchError
-from photosearch.model import ResolvedModel
 from photosearch.store import Store
+
+if TYPE_CHECKING:  # the model package is imported only by the calls that need a model
+    from photosearch.model import ResolvedModel
 
 
 def stored_spec(store: Store) -> ModelSpec | None:
@@ -37,14 +41,14 @@ def choose_spec(store: Store, requested: ModelSpec | None) -> ModelSpec:
     raise _mismatch(store, stored, requested.label())
 
 
-def check_weights(store: Store, resolved: ResolvedModel) -> None:
+def check_weights(store: Store, resolved: "ResolvedModel") -> None:
     """Before loading a model: its weights file must be the one the library was made with."""
     recorded = store.meta().get("model_fingerprint")
     if recorded is not None and recorded != resolved.fingerprint():
         raise _mismatch(store, stored_spec(store) or resolved.spec, f"{resolved.spec.label()} (its weights file has changed)")
 
 
-def check_loaded(store: Store, resolved: ResolvedModel, dim: int) -> None:
+def check_loaded(store: Store, resolved: "ResolvedModel", dim: int) -> None:
     """After loading a model: its weights and the size of its vectors must be the library's."""
     check_weights(store, resolved)
     recorded = store.meta().get("dim")
@@ -54,7 +58,7 @@ def check_loaded(store: Store, resolved: ResolvedModel, dim: int) -> None:
         )
 
 
-def bind(store: Store, resolved: ResolvedModel, dim: int, logit_scale: float) -> None:
+def bind(store: Store, resolved: "ResolvedModel", dim: int, logit_scale: float) -> None:
     """Record the model in a library that has none yet."""
     if "model_fingerprint" in store.meta():
         return
