@@ -594,7 +594,7 @@ def report(ctx: dict) -> str:
     lines.append("")
 
     if ctx.get("targets"):
-        lines.append("## Issue 6's targets")
+        lines.append("## Speed targets")
         lines.append("")
         lines.append("| target | goal | measured | |")
         lines.append("|---|---|---|---|")
@@ -681,7 +681,7 @@ def report(ctx: dict) -> str:
 
 
 def targets(ctx: dict) -> list[tuple[str, str, str, str]]:
-    """Issue 6's targets against this run's numbers: (target, goal, measured, verdict)."""
+    """The speed targets against this run's numbers: (target, goal, measured, verdict)."""
     rows, out = ctx["rows"], []
 
     def row(prefix):
