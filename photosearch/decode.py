@@ -102,6 +102,8 @@ def decode(path: bytes, min_side: int, *, max_pixels: int | None = DEFAULT_MAX_P
         raise DecodeError("out of memory while decoding") from None
     except OSError as exc:
         raise DecodeError(f"unreadable or corrupt image data: {exc.strerror or exc}") from None
+    except (SyntaxError, EOFError) as exc:  # how Pillow's parsers report a broken structure
+        raise DecodeError(f"unreadable or corrupt image data: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     except Exception as exc:  # a decoder bug must not stop the run: record and go on
         raise DecodeError(f"cannot decode ({type(exc).__name__}: {exc})") from None
 

@@ -16,8 +16,15 @@ def pytest_configure(config):
     import tempfile
 
     session_home = Path(tempfile.mkdtemp(prefix="photosearch-tests-"))
+    for name in _user_settings():
+        del os.environ[name]
     os.environ["PHOTOSEARCH_HOME"] = str(session_home / "data")
     os.environ["HF_HOME"] = str(session_home / "hf")
+
+
+def _user_settings() -> list[str]:
+    """The PHOTOSEARCH_* variables of the environment, but the test suite's own."""
+    return [n for n in os.environ if n.startswith("PHOTOSEARCH_") and n != "PHOTOSEARCH_TEST_CACHE"]
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +36,7 @@ def isolated_home(tmp_path, monkeypatch):
     # Every setting a user's shell may carry (a library, a model, a precision, a cache...)
     # would change what a test sees. PHOTOSEARCH_TEST_CACHE is the test suite's own: where the
     # trained tiny model is kept between runs (tests/support/train.py).
-    for name in [n for n in os.environ if n.startswith("PHOTOSEARCH_") and n != "PHOTOSEARCH_TEST_CACHE"]:
+    for name in _user_settings():
         monkeypatch.delenv(name)
     monkeypatch.setenv("PHOTOSEARCH_HOME", str(home / "data"))
     return home
