@@ -3,6 +3,7 @@ library row ids a query may return; ranking then takes the top k *within* that s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import os
@@ -39,33 +40,29 @@ class Filters:
     _folders: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
     _since: str | None = field(default=None, init=False, repr=False, compare=False)
     _until: str | None = field(default=None, init=False, repr=False, compare=False)
+    _also_under: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)  # see `within`
 
     def __post_init__(self) -> None:
         for name in ("in_dirs", "globs"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, (str, os.PathLike)) else tuple(value or ()))
-        folders = tuple(os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(d)))) for d in self.in_dirs)
-        object.__setattr__(self, "_folders", folders)
+        object.__setattr__(self, "_folders", _absolute(self.in_dirs))
         object.__setattr__(self, "_since", parse_time(self.since, end=False, flag="--since") if self.since else None)
         object.__setattr__(self, "_until", parse_time(self.until, end=True, flag="--until") if self.until else None)
 
     def active(self) -> bool:
-        return bool(self.in_dirs or self.globs or self.since or self.until or self.min_width or self.min_height)
+        return bool(self.in_dirs or self.globs or self.since or self.until or self.min_width or self.min_height or self._also_under)
 
     def within(self, folders: Sequence[str | os.PathLike]) -> "Filters":
-        """These filters, also limited to under `folders`: a photo must pass both."""
-        if not folders:
-            return self
-        return _Within(self, tuple(os.fsencode(os.path.abspath(os.fsdecode(f))) for f in folders))
+        """These filters, also limited to under `folders`: a photo must pass both (where
+        `in_dirs` alone would let a photo under either through)."""
+        narrowed = dataclasses.replace(self)
+        object.__setattr__(narrowed, "_also_under", self._also_under + _absolute(folders))
+        return narrowed
 
 
-@dataclass(frozen=True)
-class _Within:
-    filters: Filters
-    folders: tuple[bytes, ...]
-
-    def active(self) -> bool:
-        return True
+def _absolute(folders: Sequence[str | os.PathLike]) -> tuple[bytes, ...]:
+    return tuple(os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(f)))) for f in folders)
 
 
 def parse_time(value: str, *, end: bool, flag: str) -> str:
@@ -108,23 +105,19 @@ def _glob_matcher(patterns: Sequence[str]):
     return matches
 
 
-def candidate_ids(store: Store, filters: "Filters | _Within | None") -> np.ndarray | None:
+def candidate_ids(store: Store, filters: Filters | None) -> np.ndarray | None:
     """Row ids that pass the filters, or None when nothing is filtered."""
     if filters is None or not filters.active():
         return None
-    ids = _matching(store, filters.filters if isinstance(filters, _Within) else filters)
-    if isinstance(filters, _Within):
-        under = {row_id for row_id, _ in store.ids_matching(under=filters.folders)}
-        ids = [i for i in ids if i in under]
-    return np.asarray(ids, dtype=np.int64)
-
-
-def _matching(store: Store, filters: Filters) -> list[int]:
     rows = store.ids_matching(
         under=filters._folders, since=filters._since, until=filters._until,
         min_width=filters.min_width, min_height=filters.min_height,
     )  # fmt: skip
     if filters.globs:
         matches = _glob_matcher(filters.globs)
-        return [row_id for row_id, path in rows if matches(path)]
-    return [row_id for row_id, _ in rows]
+        rows = ((row_id, path) for row_id, path in rows if matches(path))
+    ids = [row_id for row_id, _ in rows]
+    if filters._also_under:
+        under = {row_id for row_id, _ in store.ids_matching(under=filters._also_under)}
+        ids = [i for i in ids if i in under]
+    return np.asarray(ids, dtype=np.int64)

@@ -247,10 +247,11 @@ class Library:
         text = label_vectors(store, self._text_encoder_or_model, names, q.templates_for(templates, ensemble))
         scale = self._logit_scale()
         keep = min(k, len(names))
-        everything = (filters or Filters()).within(folders) if folders else filters
-        return self._classified(store, names, text, scale, keep, everything if (folders or not files) else False, files)
+        # Folders narrow the library (with the filters); files alone leave it out.
+        library_part = (filters or Filters()).within(folders) if folders else filters
+        return self._classified(store, names, text, scale, keep, bool(folders) or not files, library_part, files)
 
-    def _classified(self, store, names, text, scale, keep, selection, files) -> Iterator[Classification]:
+    def _classified(self, store, names, text, scale, keep, from_library, selection, files) -> Iterator[Classification]:
         from photosearch.classify import probabilities
         from photosearch.query import image_vector
 
@@ -259,7 +260,7 @@ class Library:
                 order = np.argsort(-row, kind="stable")[:keep]
                 yield Classification(Path(os.fsdecode(raw)), row_id, [LabelScore(names[i], float(row[i])) for i in order])
 
-        if selection is not False:
+        if from_library:
             with store.snapshot():
                 for infos, matrix in store.iter_photos(candidate_ids(store, selection)):
                     yield from tagged(matrix, [i.path for i in infos], [i.id for i in infos])
@@ -295,7 +296,8 @@ class Library:
         else:
             found = store.photo_by_path(os.fsencode(os.path.abspath(os.path.expanduser(os.fsdecode(id_or_path)))))
         if found is None:
-            raise NotFoundError(f"no photo {os.fsdecode(id_or_path) if not isinstance(id_or_path, int) else id_or_path} in the library", "index it first, or check the id")
+            what = id_or_path if isinstance(id_or_path, int) else os.fsdecode(id_or_path)
+            raise NotFoundError(f"no photo {what} in the library", "index it first, or check the id")
         return Photo.from_row(found)
 
     def photos(self, filters: Filters | None = None) -> Iterator[Photo]:
@@ -315,9 +317,9 @@ class Library:
         from photosearch import vectors
 
         facts = LibraryInfo(library=self.path, data_dir=config.data_dir(), exists=self.path.exists())
-        store = self._store if self._store is not None or not facts.exists else self._require_store()
-        if store is None:
+        if not facts.exists:
             return facts
+        store = self._require_store()
         meta = store.meta()
         index_file = vectors.index_path(self.path)
         facts.model = meta.get("model_name")
