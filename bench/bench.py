@@ -653,6 +653,14 @@ def report(ctx: dict) -> str:
                      "fingerprint and the resize + crop to the model's input, timed as CPU time in one process.")
         lines.append("")
 
+    thumbs = ctx.get("thumbnails") or {}
+    if "error" in thumbs:
+        lines.extend(["## Thumbnails", "", f"failed: {thumbs['error']}", ""])
+    elif thumbs:
+        import thumbnails as thumbnail_bench  # bench/thumbnails.py
+
+        lines.extend(thumbnail_bench.report_lines(thumbs))
+
     ann = ctx.get("ann") or {}
     lines.append("## Search latency, synthetic clustered 512-d unit vectors (1 query, top-10)")
     lines.append("")
@@ -766,7 +774,7 @@ def main() -> None:
     parser.add_argument("--library-runs", type=int, help="photosearch's 2nd and half-size libraries, each (default 3; --quick 1)")
     parser.add_argument("--ann-sizes", help="library sizes for candidate ANN (default 100000,1000000; --quick 100000)")
     parser.add_argument("--no-rclip", action="store_true", help="photosearch only")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: index,query,startup,model,ann")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: index,query,startup,model,thumbnails,ann")
     args = parser.parse_args()
     quick = args.quick
     n12 = args.n12mp if args.n12mp is not None else (30 if quick else 200)
@@ -903,6 +911,11 @@ def main() -> None:
                                for name, folder in folders.items()}
         if "bin" in rclip:
             ctx["ort_speed"] = run_json([rclip["python"], HERE / "rclip_side.py", "speed", models["dir"], "1" if quick else "3"], base_env())
+    if "thumbnails" not in skip and folders:
+        log("thumbnails: per photo in the workers vs on request, index throughput with and without --thumbnails ...")
+        ctx["thumbnails"] = run_json([sys.executable, HERE / "thumbnails.py", "--json", "--runs", "1" if quick else "3",
+                                      "--timed", "10" if quick else "30", *(f"--folder={name}={folder}" for name, folder in folders.items())],
+                                     base_env())
     if "ann" not in skip:
         log(f"search latency: exact at {exact_sizes}, candidate ANN at {ann_sizes} ...")
         ctx["ann"] = run_json([sys.executable, HERE / "ann.py", "--sizes", exact_sizes, "--ann-sizes", ann_sizes], base_env())

@@ -171,6 +171,7 @@ def index(
     max_megapixels: float = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False),
     decode_timeout: float = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped."),
     vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10. Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
+    thumbnails: bool = typer.Option(False, "--thumbnails", help="Also make every photo's thumbnail now, in the decode workers (for `serve`, `--preview`, contact sheets) [default: each is made the first time it is shown]."),
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
@@ -188,6 +189,7 @@ def index(
             max_megapixels=max_megapixels,
             decode_timeout=decode_timeout,
             vectors=vector_dtype,
+            thumbnails=thumbnails,
             wait=wait,
             on_event=progress,
         )
@@ -199,6 +201,8 @@ def index(
             known = f", {summary.failed_before} known bad" if summary.failed_before else ""
             if summary.moved or summary.copied:
                 known += f" ({summary.moved} moved, {summary.copied} copies recognised: not re-encoded)"
+            if progress.thumbnails_failed:
+                known += f"; {progress.thumbnails_failed} without a thumbnail"
             _err(
                 f"Indexed in {seconds:.1f}s: {summary.added} added, {summary.updated} updated, "
                 f"{summary.removed} removed, {summary.unchanged} unchanged, {summary.failed} failed{known}."
@@ -213,10 +217,24 @@ class _IndexProgress:
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar = None
+        self.thumbnails_failed = 0
 
     def __call__(self, event) -> None:
         if event.kind in ("skipped", "problem"):
             self._write(f"skipping {_show(event.path)}: {event.reason}")
+        elif event.kind == "thumbnail-failed":  # the photo is indexed: a warning, not a failure
+            self.thumbnails_failed += 1
+            self._write(f"no thumbnail for {_show(event.path)}: {event.reason}")
+        elif event.kind == "warning" and not self.quiet:
+            self._write(f"warning: {event.reason}")
+        elif event.kind == "thumbnails" and not self.quiet and sys.stderr.isatty():
+            if event.done == 0:
+                from tqdm import tqdm
+
+                self.close()
+                self.bar = tqdm(total=event.total, unit="photo", file=sys.stderr, dynamic_ncols=True, desc="Thumbnails")
+            elif self.bar is not None:
+                self.bar.update(event.done - self.bar.n)
         elif event.kind == "planned" and event.total and not self.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 

@@ -86,8 +86,25 @@ def decode(path: bytes, min_side: int, *, max_pixels: int | None = DEFAULT_MAX_P
     """
     try:
         with _open_regular_file(path) as fp:
-            with _open_image(fp) as img:
-                return _decode_open(img, min_side, max_pixels)
+            return _decode_fp(fp, min_side, max_pixels)
+    except FileNotFoundError:
+        raise DecodeError("file vanished before it could be read") from None
+    except PermissionError:
+        raise DecodeError("cannot read the file: permission denied") from None
+    except OSError as exc:
+        raise DecodeError(f"unreadable or corrupt image data: {exc.strerror or exc}") from None
+
+
+def decode_file(fp: BinaryIO, min_side: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
+    """`decode` of a file already open for binary reading (one the caller has checked)."""
+    fp.seek(0)
+    return _decode_fp(fp, min_side, max_pixels)
+
+
+def _decode_fp(fp: BinaryIO, min_side: int, max_pixels: int | None) -> DecodedPhoto:
+    try:
+        with _open_image(fp) as img:
+            return _decode_open(img, min_side, max_pixels)
     except DecodeError:
         raise
     except FileNotFoundError:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from photosearch import binding, model, vectors, workers
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
@@ -44,10 +45,13 @@ def index_folders(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     decode_timeout: float = DEFAULT_TIMEOUT_S,
     prepare_job: Callable[[tuple], Prepared] = prepare_one,
+    thumbnails: Path | None = None,
     on_event: Callable[[IndexEvent], None] = lambda event: None,
 ) -> IndexSummary:
     """Index photos under `roots` into `store`. `prepare_job` is the decode workers' job
-    (a module-level function; tests swap in one that misbehaves)."""
+    (a module-level function; tests swap in one that misbehaves). With `thumbnails` (a
+    folder), every photo under `roots` gets a thumbnail there: the decode workers make them
+    of the photos they encode, and a second pass of the unchanged ones that lack one."""
     roots = [os.path.abspath(r) for r in roots]
     spec = binding.choose_spec(store, requested_model)
     summary = IndexSummary()
@@ -91,12 +95,14 @@ def index_folders(
     ]
 
     todo, vanished, fingerprints = _reuse_known_content(store, todo, vanished, summary)
+    if thumbnails is not None:
+        thumbnails = _usable_thumbnails_folder(thumbnails, on_event)
 
     on_event(IndexEvent("planned", total=len(todo)))
     if todo:
         if resolved is None:
             raise weights_error  # type: ignore[misc]
-        how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job)
+        how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job, str(thumbnails) if thumbnails else None)
         _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
         summary.removed = store.remove(vanished)
@@ -104,6 +110,10 @@ def index_folders(
     on_event(IndexEvent("saving"))
     vectors.remove_leftovers(store.path)
     vectors.refresh(store)  # catches the search index up on this run's changes; none: untouched
+    if thumbnails is not None:
+        # Last: the library and its search index are whole before this (possibly long) pass.
+        done_here = {f.path for f, _ in todo}
+        _fill_thumbnails(store, thumbnails, seen - done_here, max_pixels, decode_timeout, on_event)
     return summary
 
 
@@ -115,6 +125,53 @@ class _Work:
     max_pixels: int | None
     decode_timeout: float
     prepare_job: Callable[[tuple], Prepared]
+    thumbnails: str | None = None  # the folder the decode workers write thumbnails to
+
+
+def _usable_thumbnails_folder(folder: Path, on_event: Callable[[IndexEvent], None]) -> Path | None:
+    """The thumbnails folder, or None (with a warning) if it can't be written: thumbnails are
+    a cache, and the run goes on without them."""
+    from photosearch import thumbnails
+    from photosearch.errors import LibraryError
+
+    try:
+        return thumbnails.check_writable(folder)
+    except LibraryError as exc:
+        on_event(IndexEvent("warning", reason=f"no thumbnails this run: {exc.one_line()}"))
+        return None
+
+
+def _fill_thumbnails(
+    store: Store,
+    folder: Path,
+    candidates: set[bytes],
+    max_pixels: int | None,
+    timeout_s: float,
+    on_event: Callable[[IndexEvent], None],
+) -> None:
+    """Thumbnails for the photos among `candidates` (indexed before, unchanged) that have
+    none, made from their files in the decode workers, with the same time limit per file. A
+    photo whose thumbnail fails is reported ('thumbnail-failed'), not recorded as a failure."""
+    from photosearch import thumbnails
+
+    if not candidates:
+        return
+    have = thumbnails.present(folder)
+    missing: list[tuple[PhotoFile, bool]] = []
+    fingerprints: dict[bytes, str | None] = {}
+    for row_id, path, size, mtime_ns, fingerprint in store.all_file_facts():
+        if path in candidates and thumbnails.cached_name(thumbnails.FileFacts(row_id, path, size, mtime_ns, fingerprint)) not in have:
+            missing.append((PhotoFile(path, size, mtime_ns), True))
+            fingerprints[path] = fingerprint
+    if not missing:
+        return
+    on_event(IndexEvent("thumbnails", total=len(missing)))
+    how = Prepare(size=thumbnails.SIZE // 2, max_pixels=max_pixels, thumbnails=str(folder))
+    for done, item in enumerate(workers.prepared(missing, how, fingerprints, timeout_s=timeout_s, job=workers.thumbnail_one), 1):
+        reason = item.reason or item.thumbnail_error
+        if reason:
+            on_event(IndexEvent("thumbnail-failed", item.file.path, reason))
+        on_event(IndexEvent("thumbnails", done=done, total=len(missing)))
 
 
 def _fingerprint(path: bytes) -> str | None:
@@ -173,7 +230,7 @@ def _encode_and_store(
     """Decode in worker processes while the model loads in a thread (importing torch and
     reading the weights takes seconds the workers spend decoding), then encode and store."""
     binding.check_weights(store, resolved)  # before any work
-    how = Prepare.of(model.cut_of(resolved), work.max_pixels)  # known without torch
+    how = Prepare.of(model.cut_of(resolved), work.max_pixels, work.thumbnails)  # known without torch
     on_event(IndexEvent("model", reason=resolved.spec.label()))
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
     loading = loader.submit(model.load_encoder, resolved, work.device, work.precision, ("image",))
@@ -274,6 +331,9 @@ class _Run:
             else:
                 self.summary.added += 1
         self.store.write_batch(rows, failed)
+        for item in ok:
+            if item.thumbnail_error:  # the photo is indexed; only its thumbnail is missing
+                self.on_event(IndexEvent("thumbnail-failed", item.file.path, item.thumbnail_error))
         for path, _, _, reason in failed:
             self.summary.failed += 1
             self.summary.failures.append((path, reason))

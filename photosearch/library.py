@@ -114,6 +114,7 @@ class Library:
         max_megapixels: float | None = None,
         decode_timeout: float | None = None,
         vectors: str | None = None,
+        thumbnails: bool = False,
         wait: bool = False,
         on_event: Callable[[IndexEvent], None] | None = None,
     ) -> IndexSummary:
@@ -125,10 +126,18 @@ class Library:
         recorded (`failures()`); the summary counts it. Another process indexing the same
         library raises BusyError, unless `wait`. `vectors` ('float32' or 'float16') converts
         the stored vectors first. `on_event` hears progress (IndexEvent).
+
+        `thumbnails`: make every photo's thumbnail now (see `thumbnail`), not on first
+        request: the decode workers make them of the photos they encode, then of unchanged
+        photos that lack one. Thumbnails are a cache: one that can't be made is reported as an
+        IndexEvent ('thumbnail-failed' with `path` and `reason`; 'warning' with `reason` when
+        the cache folder can't be written) and the photo stays indexed. The pass over
+        unchanged photos reports 'thumbnails' events (`done` of `total`).
         """
         from photosearch.decode import DEFAULT_MAX_PIXELS
         from photosearch.indexer import index_folders
         from photosearch.store import WriterLock
+        from photosearch.thumbnails import cache_folder as thumbnail_folder
         from photosearch.workers import DEFAULT_TIMEOUT_S
 
         roots = [os.path.abspath(os.path.expanduser(os.fsdecode(r))) for r in _as_paths(folders)]
@@ -155,6 +164,7 @@ class Library:
                 follow_symlinks=follow_symlinks,
                 max_pixels=int(max_megapixels * 1_000_000) if max_megapixels else DEFAULT_MAX_PIXELS,
                 decode_timeout=decode_timeout or DEFAULT_TIMEOUT_S,
+                thumbnails=thumbnail_folder() if thumbnails else None,
                 on_event=on_event or (lambda event: None),
             )
         summary.converted = converted
@@ -306,6 +316,32 @@ class Library:
         with store.snapshot():
             for infos, _ in store.iter_photos(candidate_ids(store, filters)):
                 yield from (Photo.from_row(i) for i in infos)
+
+    def thumbnail(self, photo: int | Photo) -> Path:
+        """The photo's thumbnail (a JPEG ~320 px on the long side, upright), made now if it
+        isn't cached. PhotoGoneError / PhotoChangedError if the file is no longer what was
+        indexed: a thumbnail is never shown for a photo that changed."""
+        from photosearch import thumbnails
+
+        return thumbnails.thumbnail(self.file_facts(photo))
+
+    def open_original(self, photo: int | Photo):
+        """The photo's file, opened for reading, if it is exactly what was indexed (size,
+        mtime and content fingerprint checked on the open file)."""
+        from photosearch import thumbnails
+
+        return thumbnails.open_verified(self.file_facts(photo))
+
+    def file_facts(self, photo: int | Photo):
+        """What the library recorded of the photo's file (path, size, mtime, content
+        fingerprint): what `thumbnail` and `open_original` check the file against."""
+        from photosearch.thumbnails import FileFacts
+
+        photo_id = photo.id if isinstance(photo, (Photo, Hit)) else int(photo)
+        found = self._require_store().file_facts(photo_id)
+        if found is None:
+            raise NotFoundError(f"no photo {photo_id} in the library", "index it first, or check the id")
+        return FileFacts(photo_id, *found)
 
     def failures(self) -> list[Failure]:
         """Photos that could not be indexed, with the reason, in path order."""

@@ -123,11 +123,15 @@ class LibraryInfo:
 class IndexEvent:
     """What an index run is doing, for a progress display (`Library.index(on_event=…)`)."""
 
-    kind: str  # 'problem' | 'skipped' | 'planned' | 'model' | 'progress' | 'saving'
+    kind: str  # 'problem' | 'skipped' | 'planned' | 'model' | 'progress' | 'saving' | 'warning'
+    #            | 'thumbnails' | 'thumbnail-failed'
     # problem: a folder or file that couldn't be walked; skipped: a photo that couldn't be
     # indexed (both with `path` and `reason`); planned: `total` photos to encode; model: the
     # model (`reason`, its name) is loading; progress: `done` of `total`; saving: the search
-    # index is being brought up to date.
+    # index is being brought up to date; warning: something a person should hear (`reason`),
+    # e.g. no thumbnails this run. With index(thumbnails=True): thumbnails, `done` of `total`
+    # in the pass over photos indexed before; thumbnail-failed: the photo at `path` is indexed
+    # but got no thumbnail (`reason`).
     path: bytes | None = None
     reason: str | None = None
     total: int = 0

@@ -25,18 +25,26 @@ class ScanProblem:
     reason: str
 
 
-def content_fingerprint(path: bytes | str | os.PathLike) -> str:
+def content_fingerprint(path) -> str:
     """sha256 over size + first MiB + last KiB: recognises a file's content after a move or
-    rename without reading all of it (a 24 MP JPEG or a 600 MB weights file alike)."""
+    rename without reading all of it (a 24 MP JPEG or a 600 MB weights file alike).
+    `path`: a path, or a file already open for binary reading (read from its start)."""
+    if hasattr(path, "read"):
+        return _fingerprint_of(path)
+    with open(path, "rb") as f:
+        return _fingerprint_of(f)
+
+
+def _fingerprint_of(f) -> str:
     import hashlib
 
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        h = hashlib.sha256(str(size).encode())
-        h.update(f.read(1 << 20))
-        if size > (1 << 20):
-            f.seek(max(size - 1024, 1 << 20))
-            h.update(f.read(1024))
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    h = hashlib.sha256(str(size).encode())
+    h.update(f.read(1 << 20))
+    if size > (1 << 20):
+        f.seek(max(size - 1024, 1 << 20))
+        h.update(f.read(1024))
     return h.hexdigest()
 
 

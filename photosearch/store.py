@@ -500,6 +500,14 @@ class Store:
                 found[row[0]] = PhotoInfo(*row)
         return found
 
+    def file_facts(self, photo_id: int) -> tuple[bytes, int, int, str | None] | None:
+        """(path, size, mtime_ns, fingerprint) recorded for the photo, or None."""
+        return self.conn.execute("SELECT path, size, mtime_ns, fingerprint FROM photos WHERE id = ?", (int(photo_id),)).fetchone()
+
+    def all_file_facts(self) -> Iterator[tuple[int, bytes, int, int, str | None]]:
+        """(id, path, size, mtime_ns, fingerprint) of every photo, as `file_facts` gives one."""
+        return iter(self.conn.execute("SELECT id, path, size, mtime_ns, fingerprint FROM photos").fetchall())
+
     def photo_by_path(self, path: bytes) -> PhotoInfo | None:
         row = self.conn.execute(f"SELECT {_INFO_COLUMNS} FROM photos WHERE path = ?", (path,)).fetchone()
         return PhotoInfo(*row) if row else None

@@ -38,10 +38,21 @@ class Prepare:
     interpolation: str = "bicubic"  # 'bicubic' or 'bilinear'
     crop: bool = True  # False: send the decoded picture; the encoder's own transform applies
     max_pixels: int | None = None
+    # Where the workers write thumbnails of what they decode (None: they don't). A path, not
+    # looked up in the worker: a forkserver's children see the environment it started with.
+    thumbnails: str | None = None
 
     @classmethod
-    def of(cls, cut: Cut, max_pixels: int | None) -> "Prepare":
-        return cls(size=cut.size, interpolation=cut.interpolation, crop=cut.crop, max_pixels=max_pixels)
+    def of(cls, cut: Cut, max_pixels: int | None, thumbnails: str | None = None) -> "Prepare":
+        return cls(size=cut.size, interpolation=cut.interpolation, crop=cut.crop, max_pixels=max_pixels, thumbnails=thumbnails)
+
+    def decode_side(self) -> int:
+        """The short side to decode to: the model's input, or what a thumbnail needs if that
+        is more. For the usual inputs (224 px and up) it is the model's input anyway, so the
+        decode, and the embedding, are the same with thumbnails as without."""
+        from photosearch.thumbnails import SIZE
+
+        return max(self.size, SIZE // 2) if self.thumbnails else self.size
 
 
 @dataclass
@@ -52,13 +63,15 @@ class Prepared:
     pixels: np.ndarray | Image.Image | None = None  # (size, size, 3) uint8, or a PIL image
     reason: str | None = None
     fingerprint: str | None = None
+    thumbnail_error: str | None = None  # the photo is fine, its thumbnail couldn't be made
 
 
 def prepare_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
-    """The worker's job: decode, fingerprint, cut to model input. Never raises."""
+    """The worker's job: decode, fingerprint, cut to model input, and write the thumbnail
+    when `how.thumbnails` says where. Never raises."""
     file, existed, how, fingerprint = job
     try:
-        photo = decode(file.path, how.size, max_pixels=how.max_pixels)
+        photo = decode(file.path, how.decode_side(), max_pixels=how.max_pixels)
     except DecodeError as exc:
         return Prepared(file, existed, reason=exc.reason)
     except Exception as exc:  # a bug in a decoder must cost one photo, not the run
@@ -68,12 +81,68 @@ def prepare_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
             fingerprint = content_fingerprint(file.path)
         except OSError:
             fingerprint = None
+    thumbnail_error = _save_thumbnail(file, fingerprint, photo, how.thumbnails) if how.thumbnails else None
     if how.crop:
         pixels: np.ndarray | Image.Image = model_input(photo.image, how.size, how.interpolation)
     else:
         pixels = photo.image
     photo.image = None  # type: ignore[assignment]  # don't ship the picture twice
-    return Prepared(file, existed, photo, pixels, fingerprint=fingerprint)
+    return Prepared(file, existed, photo, pixels, fingerprint=fingerprint, thumbnail_error=thumbnail_error)
+
+
+def _save_thumbnail(file: PhotoFile, fingerprint: str | None, photo: DecodedPhoto, folder: str) -> str | None:
+    """Write the photo's thumbnail from the decode at hand (the worker writes the file: only
+    a reason, if it fails, goes back to the main process). The reason, or None."""
+    from pathlib import Path
+
+    from photosearch import thumbnails
+
+    facts = thumbnails.FileFacts(0, file.path, file.size, file.mtime_ns, fingerprint)
+    try:
+        thumbnails.save_decoded(facts, photo.image, Path(folder))
+    except (thumbnails.PhotoChangedError, thumbnails.PhotoGoneError):
+        return "the file changed while it was being indexed"
+    except Exception as exc:  # a thumbnail must never cost the photo its place in the library
+        return _thumbnail_failure(exc)
+    return None
+
+
+def thumbnail_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
+    """The workers' job for a photo indexed before, unchanged, that has no thumbnail yet:
+    made from the file once it is checked to be what was indexed (as `thumbnails.thumbnail`
+    does). Never raises; `thumbnail_error` says why one couldn't be made."""
+    from pathlib import Path
+
+    from photosearch import thumbnails
+    from photosearch.decode import DEFAULT_MAX_PIXELS, decode_file
+
+    file, existed, how, fingerprint = job
+    facts = thumbnails.FileFacts(0, file.path, file.size, file.mtime_ns, fingerprint)
+    folder = Path(how.thumbnails) if how.thumbnails else None
+    try:
+        thumbnails.check_unchanged(facts)
+        if not thumbnails.cached_path(facts, folder).exists():
+            with thumbnails.open_verified(facts) as fp:
+                photo = decode_file(fp, thumbnails.SIZE // 2, max_pixels=how.max_pixels or DEFAULT_MAX_PIXELS)
+            thumbnails.store(thumbnails.cached_path(facts, folder), thumbnails.render(photo.image))
+        reason = None
+    except thumbnails.PhotoGoneError:
+        reason = "the file is gone or unreadable"
+    except thumbnails.PhotoChangedError:
+        reason = "the file changed since it was indexed"
+    except DecodeError as exc:
+        reason = exc.reason
+    except Exception as exc:
+        reason = _thumbnail_failure(exc)
+    return Prepared(file, existed, thumbnail_error=reason)
+
+
+def _thumbnail_failure(exc: Exception) -> str:
+    from photosearch.errors import PhotosearchError
+
+    if isinstance(exc, PhotosearchError):
+        return exc.message
+    return f"cannot make a thumbnail ({type(exc).__name__}: {exc})"
 
 
 def default_workers() -> int:
