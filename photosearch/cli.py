@@ -259,6 +259,69 @@ class _IndexProgress:
 
 # -- query --------------------------------------------------------------------------------
 
+# Seeing the results (query, duplicates): pictures in the terminal, a contact sheet file.
+PreviewOption = typer.Option(False, "--preview", help="Draw each photo's thumbnail in the table, on a terminal that shows pictures (Kitty graphics or sixel); elsewhere the usual output.")
+ContactSheetOption = typer.Option(None, "--contact-sheet", metavar="FILE", help="Also write the results' thumbnails, labelled, in a grid to this image (.jpg, .png or .webp).", show_default=False)
+
+
+def _thumbnails(library, *, quiet: bool = False):
+    """photo -> (its thumbnail file, None) or (None, why there is none). Each photo is tried
+    once, and a photo without one is warned about once."""
+    from photosearch.errors import LibraryError
+
+    made: dict = {}
+
+    def thumbnail(photo):
+        if photo.id not in made:
+            try:
+                made[photo.id] = (library.thumbnail(photo), None)
+            except LibraryError as exc:
+                shown = _show(photo.path)
+                made[photo.id] = (None, exc.message.replace(shown, Path(shown).name))
+                if not quiet:
+                    _err(f"warning: no thumbnail for {shown}: {exc.one_line()}")
+        return made[photo.id]
+
+    return thumbnail
+
+
+def _listing_writer(fmt: str, kind, *, preview: bool, thumbnail, photos_of, quiet: bool, grouped: bool = False):
+    """The writer for a command's photos: under --preview, the table with pictures if the
+    terminal draws them; otherwise (a pipe, another format, a plain terminal) the usual."""
+    from photosearch import output
+
+    if preview and fmt == "table":
+        from photosearch.preview import PreviewWriter, terminal_protocol
+
+        protocol, why = terminal_protocol()
+        if protocol is not None:
+            return PreviewWriter(kind, photos_of, thumbnail, protocol)
+        if not quiet:
+            _err(f"note: no pictures: {why}; showing the table.")
+    elif preview and not quiet and sys.stderr.isatty():
+        # Someone is watching stderr: say why no pictures came; a script's log isn't bothered.
+        named = {"json": "JSON Lines", "paths": "paths", "print0": "NUL-separated paths", "csv": "CSV"}[fmt]
+        _err(f"note: --preview draws pictures in the table on a terminal; writing {named}.")
+    return output.Writer(fmt, kind, grouped=grouped)
+
+
+def _sheet_target(path: Optional[Path]) -> Optional[Path]:
+    """--contact-sheet's file, checked before any search runs (UsageError if unwritable)."""
+    if path is None:
+        return None
+    from photosearch.sheet import check_target
+
+    return check_target(path)
+
+
+def _write_sheet(target: Path, sections: list, *, quiet: bool = False) -> None:
+    from photosearch import sheet
+
+    sheet.write(sections, target)
+    if not quiet:
+        count = sum(len(s.tiles) for s in sections)
+        _err(f"Wrote the contact sheet {target} ({count} photo{'s' if count != 1 else ''}).")
+
 
 @app.command()
 def query(
@@ -282,6 +345,8 @@ def query(
     paths: bool = PathsOption,
     print0: bool = Print0Option,
     csv_out: bool = CsvOption,
+    preview: bool = PreviewOption,
+    contact_sheet: Optional[Path] = ContactSheetOption,
     db: Optional[Path] = DbOption,
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
@@ -296,13 +361,15 @@ def query(
     photosearch query "circle" --sub "red"           # circles that aren't red
     photosearch query "beach" --in ~/Pictures/2019 --since 2019-06
     printf 'cat\\ndog\\n' | photosearch query -     # one query a line
+    photosearch query "sunset" --preview --contact-sheet sunsets.jpg
     """
     with _errors_to_exit_codes():
-        from photosearch import output
+        from photosearch import output, sheet
         from photosearch.query import parse_term
 
         fmt = _format(json_out, table_out, paths, print0, csv_out)
         filters = _filters(in_dirs, glob, since, until, min_width, min_height)
+        sheet_file = _sheet_target(contact_sheet)
         if text == "-":
             queries = [line.rstrip("\r\n") for line in sys.stdin]
             queries = [line for line in queries if line.strip()]
@@ -311,7 +378,9 @@ def query(
                 raise UsageError("the query is empty", 'describe what to find, e.g. photosearch query "a red bicycle"')
             queries = [text]
         library = _open_library(db, model, pretrained, device, quiet=quiet)
-        writer = output.Writer(fmt, output.HITS)
+        thumbnail = _thumbnails(library, quiet=quiet)
+        writer = _listing_writer(fmt, output.HITS, preview=preview, thumbnail=thumbnail, photos_of=lambda hit: [hit], quiet=quiet)
+        sections = []
         for raw in queries:
             hits = library.search(
                 raw, k=top, threshold=threshold, add=add or (), sub=sub or (), filters=filters,
@@ -320,6 +389,10 @@ def query(
             described = parse_term(raw, force_text=force_text).describe()
             writer.write_all(hits, described)
             writer.end_table(described)
+            if sheet_file is not None:
+                sections.append(sheet.hits_section(described, hits, thumbnail))
+        if sheet_file is not None:
+            _write_sheet(sheet_file, sections, quiet=quiet)
 
 
 # -- classify -----------------------------------------------------------------------------
@@ -395,18 +468,33 @@ def duplicates(
     paths: bool = typer.Option(False, "--paths", help="Only paths, one a line; an empty line ends each group."),
     print0: bool = typer.Option(False, "--print0", "-0", help="Only paths, each ended by a NUL byte; an extra NUL ends each group."),
     csv_out: bool = CsvOption,
+    preview: bool = PreviewOption,
+    contact_sheet: Optional[Path] = ContactSheetOption,
     db: Optional[Path] = DbOption,
 ) -> None:
-    """Groups of near-duplicate photos, biggest first (one JSON line a group). No model needed."""
+    """Groups of near-duplicate photos, biggest first (one JSON line a group). No model needed.
+
+    --contact-sheet draws each group on rows of its own.
+    """
     with _errors_to_exit_codes():
-        from photosearch import output
+        from photosearch import output, sheet
 
         fmt = _format(json_out, table_out, paths, print0, csv_out)
+        filters = _filters(in_dirs, glob, since, until, min_width, min_height)
+        sheet_file = _sheet_target(contact_sheet)
         library = _open_library(db)
-        groups = library.duplicates(threshold, _filters(in_dirs, glob, since, until, min_width, min_height))
-        writer = output.Writer(fmt, output.DUPLICATES, grouped=True)
+        groups = library.duplicates(threshold, filters)
+        thumbnail = _thumbnails(library)
+        writer = _listing_writer(fmt, output.DUPLICATES, preview=preview, thumbnail=thumbnail, photos_of=_members, quiet=False, grouped=True)
         writer.write_all(groups)
         writer.close()
+        if sheet_file is not None:
+            sections = [sheet.group_section(group, thumbnail) for group in groups]
+            _write_sheet(sheet_file, sections or [sheet.Section("Near-duplicates", (), empty="No near-duplicate photos.")])
+
+
+def _members(group) -> list:
+    return [member.photo for member in group.members]
 
 
 # -- info, failures -----------------------------------------------------------------------
