@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo index lint bench clean
+.PHONY: install test demo index serve lint bench clean
 
 install: $(STAMP)
 
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## Run the whole test suite (what CI runs).
+## Run the whole test suite (what CI runs), with the browser the gallery's tests drive.
 test: install
+	scripts/ensure-browser
 	$(BIN)/python -m pytest
+
+## The web gallery of the library: make serve (then open http://127.0.0.1:8765/)
+serve: install
+	$(BIN)/photosearch serve $(SERVE_ARGS)
 
 ## Offline demo: generated pictures, a tiny model trained by our test code, a real query.
 demo: install
@@ -36,4 +41,4 @@ lint: install
 	$(BIN)/ruff check photosearch tests scripts
 
 clean:
-	rm -rf $(VENV) demo .cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) demo .cache .pytest_cache build *.egg-info test-artifacts

@@ -597,6 +597,52 @@ def _eval_table(report: dict) -> None:
         _err(f"warning: {report['missing']} labelled photos are not in the library (failed or missing).")
 
 
+# -- serve --------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    db: Optional[Path] = DbOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs a token (made and printed if not given)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Every request must carry this (?token=, a cookie, or Authorization: Bearer) [env: PHOTOSEARCH_TOKEN].", envvar="PHOTOSEARCH_TOKEN", show_default=False),
+    open_browser: bool = typer.Option(False, "--open", help="Open the gallery in the default web browser."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No request log on stderr."),
+) -> None:
+    """A local web gallery of the library: search, browse, duplicates; a JSON API under it.
+
+    \b
+    photosearch serve                    # http://127.0.0.1:8765/
+    photosearch serve --port 0 --open    # any free port, opened in the browser
+    photosearch serve --host 0.0.0.0     # on the network: prints a URL with a token
+
+    The URL goes to stdout; the request log to stderr. Ctrl-C stops it. It never changes
+    a photo, and the library only gains cached query vectors. The API: docs/web.md.
+    """
+    with _errors_to_exit_codes():
+        from photosearch import web
+
+        library = _open_library(db, model, pretrained, device, quiet=quiet)
+        secret = web.needs_token(host, token)
+        gallery = web.Gallery(library)
+        started = time.monotonic()
+        server = web.GalleryServer(gallery, host, port, token=secret, log=_err, quiet=quiet)  # a busy port fails first
+        _closers.append(server.server_close)
+        gallery.warm_up()  # the text tower now, not on the first search
+        url = server.url + (f"?token={secret}" if secret else "")
+        info = library.info()
+        _err(f"Serving {info.photos} photos from {info.library} at {url} (ready in {time.monotonic() - started:.1f} s; Ctrl-C stops)")
+        print(url, flush=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        web.serve_forever(server)
+
+
 def main() -> None:
     try:
         app()

@@ -383,6 +383,24 @@ class Library:
         report["model"] = binding.require_model(store).label()
         return report
 
+    def generation(self) -> int:
+        """A number that grows with every change to the library (0 before the first index):
+        a long-running reader compares it to know it should look again."""
+        return self._require_store().generation() if self.path.exists() or self._store else 0
+
+    def warm_up(self) -> None:
+        """Load what a text query needs (the text tower, the search index) now, so that the
+        first query of a long-running process (a server) doesn't pay for it. The text tower
+        is then set up for many queries: faster each (43 vs 74 ms for the default ensemble
+        on 2 cores) for a little more memory and a slower load."""
+        store = self._require_model()
+        if self._encoder is None and self._text_encoder is None and self.device in ("auto", "cpu"):
+            from photosearch import model
+
+            self._text_encoder = model.load_text_tower(store.meta().get("model_fingerprint", ""), long_running=True)
+        self._text_encoder_or_model()
+        self._search_index()
+
     # -- what the calls share -----------------------------------------------------------------
     def _require_store(self) -> Store:
         if self._store is None:

@@ -86,6 +86,21 @@ def hit_record(hit, query: str) -> dict:
     }
 
 
+def photo_record(photo) -> dict:
+    """One photo of the library (the web API's /api/photos/{id})."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": photo.id,
+        **path_fields(photo.path),
+        "name": display_path(photo.path.name),
+        "folder": display_path(photo.path.parent),
+        "width": photo.width,
+        "height": photo.height,
+        "size_bytes": photo.size_bytes,
+        "taken_at": photo.taken_at,
+    }
+
+
 def classification_record(item) -> dict:
     return {
         "schema": SCHEMA_VERSION,

@@ -80,7 +80,7 @@ def parse_term(raw, *, sign: float = 1.0, force_text: bool = False) -> Term:
         raise UsageError(f"{raw!r} is not a query", "pass words, an image path or a photo")
     weight = 1.0
     match = _WEIGHT.match(raw)
-    if match and not os.path.exists(raw):
+    if match and (force_text or not os.path.exists(raw)):  # words only: never look at the disk
         weight, raw = float(match.group(1)), match.group(2)
     if not raw.strip():
         raise UsageError("a query term is empty", 'describe what to find, e.g. photosearch query "a red bicycle"')

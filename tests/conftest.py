@@ -80,3 +80,12 @@ def cli():
         return runner.invoke(app, list(args), input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report, kept on the test item: the browser tests' `page` fixture looks
+    at it to save a screenshot when a test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -78,11 +78,12 @@ def text_tower_exported(fingerprint: str) -> bool:
     return onnx_text.tower_path(fingerprint).is_file()
 
 
-def load_text_tower(fingerprint: str) -> "OnnxTextEncoder | None":
-    """The torch-free text tower for the weights with this fingerprint, or None."""
+def load_text_tower(fingerprint: str, *, long_running: bool = False) -> "OnnxTextEncoder | None":
+    """The torch-free text tower for the weights with this fingerprint, or None.
+    `long_running`: tuned for many queries (a server) rather than one."""
     from photosearch.model import onnx_text
 
-    return onnx_text.load(fingerprint)
+    return onnx_text.load(fingerprint, long_running=long_running)
 
 
 def ensure_text_tower(source: "Encoder | ResolvedModel") -> bool:
