@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image
 
 import photosearch
 from photosearch import sheet
 from tests.support.cli import run_cli
-from tests.support.pictures import make_pictures
+from tests.support.pictures import difference, make_pictures, thumbnails
 from tests.support.synthetic import write_folder
 from tests.support.train import trained_tiny_model
 
@@ -33,18 +33,6 @@ def library(tmp_path_factory, tiny_model):
     with photosearch.Library.open(db, model=f"local-dir:{tiny_model}") as lib:
         lib.index([root / "pics"])
     return {"db": str(db), "pics": root / "pics", "query": str(root / "pics" / "photo000.jpg")}
-
-
-def difference(a: Image.Image, b: Image.Image) -> float:
-    """Mean absolute difference per channel (0..255); b is brought to a's size first."""
-    if a.size != b.size:
-        b = b.resize(a.size, Image.Resampling.LANCZOS)
-    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
-
-
-def thumbnails(db: str, paths: list[str]) -> list[Image.Image]:
-    with photosearch.Library.open(db) as lib:
-        return [Image.open(lib.thumbnail(lib.photo(p))).convert("RGB") for p in paths]
 
 
 def dark_pixels(image: Image.Image) -> int:

@@ -7,7 +7,6 @@ screenshot under test-artifacts/."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import browser as browsers
-from tests.support.cli import REPO
+from tests.support.cli import REPO, cli_json, indexed
 from tests.support.serving import running_server
 from tests.support.synthetic import write_folder
 from tests.support.train import trained_tiny_model
@@ -31,8 +30,6 @@ ARTIFACTS = REPO / "test-artifacts"
 def gallery(tmp_path_factory):
     """Held-out pictures in two folders, a_… taken in 2019 and b_… in 2021 (file times),
     one exact copy (a duplicate pair), the library, and the server."""
-    from photosearch import Library
-
     root = tmp_path_factory.mktemp("gallery")
     env = {"PHOTOSEARCH_HOME": str(root / "home"), "PHOTOSEARCH_CACHE": str(root / "cache")}
     labels: dict[str, str] = {}
@@ -49,11 +46,7 @@ def gallery(tmp_path_factory):
     outside = root / "outside"
     outside_labels = write_folder(outside, per_class=1, seed=4444)
     db = root / "library.db"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with Library.open(db, model=f"local-dir:{trained_tiny_model()}") as library:
-            library.index(root / "pictures")
+    indexed(db, root / "pictures", f"local-dir:{trained_tiny_model()}", env)
     with running_server(db, "--quiet", env=env) as server:
         yield {"server": server, "labels": labels, "db": db, "env": env, "outside": outside, "outside_labels": outside_labels}
 
@@ -102,13 +95,7 @@ def search(page, text: str) -> list[str]:
 
 
 def cli_names(gallery, *args: str) -> list[str]:
-    from typer.testing import CliRunner
-
-    from photosearch.cli import app
-
-    result = CliRunner().invoke(app, ["query", *args, "--db", str(gallery["db"]), "--json"], env=gallery["env"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return [Path(json.loads(line)["path"]).name for line in result.stdout.splitlines()]
+    return [Path(r["path"]).name for r in cli_json(gallery["db"], gallery["env"], "query", *args)]
 
 
 def test_a_typed_query_shows_the_right_pictures_best_first(page, gallery):

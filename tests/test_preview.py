@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image
 
 import photosearch
 from tests.support.cli import REPO, run_cli
-from tests.support.pictures import make_pictures
+from tests.support.pictures import difference, make_pictures, thumbnails
 from tests.support.probe import cli_code, probe
 
 COLUMNS, ROWS, CELL = 200, 60, (10, 20)  # a wide terminal: no path is folded
@@ -133,18 +133,6 @@ def pipe_json(library, *args: str) -> list[dict]:
     assert done.returncode == 0, done.stderr
     assert b"\x1b" not in done.stdout
     return [json.loads(line) for line in done.stdout.decode().splitlines()]
-
-
-def difference(a: Image.Image, b: Image.Image) -> float:
-    """Mean absolute difference per channel, 0..255, after bringing b to a's size."""
-    if a.size != b.size:
-        b = b.resize(a.size, Image.Resampling.LANCZOS)
-    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
-
-
-def thumbnails(db: str, paths: list[str]) -> list[Image.Image]:
-    with photosearch.Library.open(db) as lib:
-        return [Image.open(lib.thumbnail(lib.photo(p))).convert("RGB") for p in paths]
 
 
 def test_kitty_terminal_gets_one_picture_per_result_beside_its_row(library):

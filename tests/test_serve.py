@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.support.cli import cli_json as run_json
+from tests.support.cli import indexed
 from tests.support.pictures import make_pictures
 from tests.support.serving import running_server
 from tests.support.tiny import write_random_tiny
@@ -26,8 +28,6 @@ YEAR_2021 = 1_620_000_000
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A library of 16 pictures in two folders (2019 and 2021), its settings, and a server."""
-    from photosearch import Library
-
     root = tmp_path_factory.mktemp("serve")
     env = {"PHOTOSEARCH_HOME": str(root / "home"), "PHOTOSEARCH_CACHE": str(root / "cache")}
     model = write_random_tiny(root / "model", seed=0)
@@ -36,23 +36,13 @@ def setup(tmp_path_factory):
         for path in make_pictures(pictures / name, 8, seed=seed, prefix=f"p{name}_"):
             os.utime(path, (when, when))
     db = root / "library.db"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with Library.open(db, model=f"local-dir:{model}") as library:
-            library.index(pictures)
+    indexed(db, pictures, f"local-dir:{model}", env)
     with running_server(db, "--quiet", env=env) as server:
         yield {"root": root, "db": db, "env": env, "pictures": pictures, "server": server, "model": model}
 
 
 def cli_json(setup, *args: str) -> list[dict]:
-    from typer.testing import CliRunner
-
-    from photosearch.cli import app
-
-    result = CliRunner().invoke(app, [*args, "--db", str(setup["db"]), "--json"], env=setup["env"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    return run_json(setup["db"], setup["env"], *args)
 
 
 def without_id(record: dict) -> dict:

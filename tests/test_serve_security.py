@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import cli_json, indexed
 from tests.support.pictures import make_pictures
 from tests.support.serving import running_server
 from tests.support.tiny import write_random_tiny
@@ -24,20 +25,13 @@ SECRET = b"the secret diary of someone who uses photosearch\n"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from photosearch import Library
-
     root = tmp_path_factory.mktemp("security")
     env = {"PHOTOSEARCH_HOME": str(root / "home"), "PHOTOSEARCH_CACHE": str(root / "cache")}
     model = write_random_tiny(root / "model", seed=0)
     pictures = make_pictures(root / "pictures", 8, seed=3)
     (root / "secret.txt").write_bytes(SECRET)
     db = root / "library.db"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with Library.open(db, model=f"local-dir:{model}") as library:
-            library.index(root / "pictures")
-            ids = {os.fspath(p.path): p.id for p in library.photos()}
+    ids = {os.fspath(p.path): p.id for p in indexed(db, root / "pictures", f"local-dir:{model}", env)}
     before = _fingerprint_everything(db, pictures)
     with running_server(db, env=env) as server:
         yield {"root": root, "db": db, "env": env, "pictures": pictures, "ids": ids, "server": server}
@@ -110,15 +104,7 @@ def test_words_that_name_a_file_are_searched_as_words(setup):
 
 
 def _cli_json(setup, *args: str) -> list[dict]:
-    import json
-
-    from typer.testing import CliRunner
-
-    from photosearch.cli import app
-
-    result = CliRunner().invoke(app, [*args, "--db", str(setup["db"]), "--json"], env=setup["env"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    return cli_json(setup["db"], setup["env"], *args)
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io:{port}", "localhost.evil.example", "192.168.1.20:{port}", ""])

@@ -22,3 +22,31 @@ def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, tim
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def cli_json(db, env: dict, *args: str) -> list[dict]:
+    """`photosearch ARGS --db DB --json` in this process with `env`, its JSON lines read."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from photosearch.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--db", str(db), "--json"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def indexed(db, folder, model: str, env: dict) -> list:
+    """Index `folder` into the library `db` with `model`, under settings `env` (a module's
+    own home and cache, which its server is then started with); the photos indexed."""
+    import pytest
+
+    from photosearch import Library
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with Library.open(db, model=model) as library:
+            library.index(folder)
+            return list(library.photos())

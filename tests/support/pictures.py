@@ -27,3 +27,23 @@ def make_pictures(folder: Path, n: int, *, seed: int = 0, prefix: str = "photo",
         img.save(path)
         paths.append(path)
     return paths
+
+
+def difference(a, b) -> float:
+    """Mean absolute difference per channel (0..255) of two pictures; b is brought to a's
+    size first. Near 0: the same picture."""
+    from PIL import Image, ImageChops, ImageStat
+
+    if a.size != b.size:
+        b = b.resize(a.size, Image.Resampling.LANCZOS)
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
+
+
+def thumbnails(db, paths) -> list:
+    """The library's thumbnails of these photos, as RGB pictures."""
+    from PIL import Image
+
+    import photosearch
+
+    with photosearch.Library.open(db) as lib:
+        return [Image.open(lib.thumbnail(lib.photo(p))).convert("RGB") for p in paths]
