@@ -153,6 +153,17 @@ def _format(json_out: bool, table_out: bool, paths: bool, print0: bool, csv_out:
     return output.choose(json=json_out, table=table_out, paths=paths, print0=print0, csv=csv_out)
 
 
+# Options index and watch share: how photos are found, decoded and encoded.
+BatchSizeOption = typer.Option(32, "--batch-size", "-b", min=1, help="Photos in the model at once (on a CPU, split between batches encoded in parallel).")
+PrecisionOption = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16 [env: PHOTOSEARCH_PRECISION; default auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32].", show_default=False)
+IncludeHiddenOption = typer.Option(False, "--include-hidden", help="Also index hidden files and folders.")
+FollowSymlinksOption = typer.Option(False, "--follow-symlinks", help="Follow symbolic links (loops are detected).")
+ExcludeOption = typer.Option([], "--exclude", help="Leave out what this gitignore-style pattern matches, as if written in a .photosearchignore in each FOLDER: '*.png', 'Screenshots/', '/2019/drafts'; repeatable. Photos already indexed that it matches are removed.", show_default=False)
+WaitOption = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting.")
+MaxMegapixelsOption = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False)
+DecodeTimeoutOption = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped.")
+RawPairsOption = typer.Option("jpeg", "--raw-pairs", help="A camera RAW file beside a JPEG or HEIC of the same name: index the JPEG/HEIC (the camera's own rendering, cheaper to decode), the RAW, or both.")
+
 # -- index --------------------------------------------------------------------------------
 
 
@@ -163,15 +174,17 @@ def index(
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
     device: Optional[str] = DeviceOption,
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Photos in the model at once (on a CPU, split between batches encoded in parallel)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16 [env: PHOTOSEARCH_PRECISION; default auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32].", show_default=False),
-    include_hidden: bool = typer.Option(False, "--include-hidden", help="Also index hidden files and folders."),
-    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow symbolic links (loops are detected)."),
-    wait: bool = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting."),
-    max_megapixels: float = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False),
-    decode_timeout: float = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped."),
+    batch_size: int = BatchSizeOption,
+    precision: Optional[str] = PrecisionOption,
+    include_hidden: bool = IncludeHiddenOption,
+    follow_symlinks: bool = FollowSymlinksOption,
+    exclude: List[str] = ExcludeOption,
+    wait: bool = WaitOption,
+    max_megapixels: float = MaxMegapixelsOption,
+    decode_timeout: float = DecodeTimeoutOption,
     vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10. Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also make every photo's thumbnail now, in the decode workers (for `serve`, `--preview`, contact sheets) [default: each is made the first time it is shown]."),
+    raw_pairs: Literal["jpeg", "raw", "both"] = RawPairsOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
@@ -184,6 +197,7 @@ def index(
             folders,
             include_hidden=include_hidden,
             follow_symlinks=follow_symlinks,
+            exclude=exclude,
             batch_size=batch_size,
             precision=precision,
             max_megapixels=max_megapixels,
@@ -192,6 +206,7 @@ def index(
             thumbnails=thumbnails,
             wait=wait,
             on_event=progress,
+            raw_pairs=raw_pairs,
         )
         progress.close()
         if not quiet:
@@ -203,6 +218,8 @@ def index(
                 known += f" ({summary.moved} moved, {summary.copied} copies recognised: not re-encoded)"
             if progress.thumbnails_failed:
                 known += f"; {progress.thumbnails_failed} without a thumbnail"
+            if summary.excluded:
+                known += f"; {summary.excluded} of the removed excluded by ignore rules"
             _err(
                 f"Indexed in {seconds:.1f}s: {summary.added} added, {summary.updated} updated, "
                 f"{summary.removed} removed, {summary.unchanged} unchanged, {summary.failed} failed{known}."
@@ -255,6 +272,88 @@ class _IndexProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+# -- watch --------------------------------------------------------------------------------
+
+
+@app.command()
+def watch(
+    folders: List[Path] = typer.Argument(..., help="Folders to keep indexed.", show_default=False),
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    batch_size: int = BatchSizeOption,
+    precision: Optional[str] = PrecisionOption,
+    include_hidden: bool = IncludeHiddenOption,
+    follow_symlinks: bool = FollowSymlinksOption,
+    wait: bool = WaitOption,
+    max_megapixels: float = MaxMegapixelsOption,
+    decode_timeout: float = DecodeTimeoutOption,
+    thumbnails: bool = typer.Option(False, "--thumbnails", help="Also make each new photo's thumbnail as it is indexed."),
+    exclude: List[str] = ExcludeOption,
+    raw_pairs: Literal["jpeg", "raw", "both"] = RawPairsOption,
+    debounce: float = typer.Option(1.5, "--debounce", min=0.05, help="Seconds of quiet after the last change before a batch is indexed."),
+    max_delay: float = typer.Option(30.0, "--max-delay", min=0.1, help="Most seconds a change waits while changes keep coming."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Keep the library current with FOLDERS while it runs.
+
+    Catches up first, then indexes each batch of changes as it happens. Holds the writer lock until stopped (Ctrl-C or SIGTERM), so `index` meanwhile exits 4
+    (busy); queries and `serve` keep working. One line per batch on stderr.
+    """
+    import signal
+
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    with _errors_to_exit_codes():
+        library = _open_library(db, model, pretrained, device, quiet=quiet)
+        progress = _IndexProgress(quiet)
+        _closers.append(progress.close)
+
+        def report(done) -> None:
+            progress.close()
+            if quiet:
+                return
+            s = done.summary
+            parts = [f"{s.added} added", f"{s.updated} updated", f"{s.removed} removed"]
+            if s.moved:
+                parts.append(f"{s.moved} moved")
+            if s.failed:
+                parts.append(f"{s.failed} failed")
+            if done.unfinished:
+                parts.append(f"{done.unfinished} still being written")
+            if done.catch_up:
+                _err(f"watch: caught up in {done.seconds:.1f} s: {', '.join(parts)}, {s.unchanged} unchanged; watching (Ctrl-C to stop).")
+            else:
+                _err(f"watch: {', '.join(parts)} in {done.seconds:.1f} s.")
+
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
+        try:
+            library.watch(
+                folders,
+                debounce=debounce,
+                max_delay=max_delay,
+                on_batch=report,
+                wait=wait,
+                include_hidden=include_hidden,
+                follow_symlinks=follow_symlinks,
+                batch_size=batch_size,
+                precision=precision,
+                max_megapixels=max_megapixels,
+                decode_timeout=decode_timeout,
+                thumbnails=thumbnails,
+                exclude=exclude,
+                raw_pairs=raw_pairs,
+                on_event=progress,
+            )
+        except KeyboardInterrupt:
+            # The normal way to stop: what was committed stays, a pass cut short resumes next time.
+            progress.close()
+            if not quiet:
+                _err("watch: stopped.")
 
 
 # -- query --------------------------------------------------------------------------------

@@ -6,6 +6,14 @@ shrink by up to 8x, and the embedding is unchanged to cosine > 0.9999. EXIF orie
 applied, transparency is flattened onto white, 16-bit and CMYK pictures become 8-bit RGB,
 animated pictures give their first frame.
 
+HEIC/HEIF goes through pillow-heif (registered the first time a HEIF file is met), which
+applies the container's irot/imir transforms and resets the EXIF orientation tag to 1 (the
+HEIF spec makes the transforms authoritative; iPhones write both, so applying both would turn
+the picture twice); its `draft` decodes an embedded thumbnail instead when one is big enough.
+Multi-image files give their primary image. AVIF goes through Pillow's own plugin (the
+pillow-heif wheels carry no AVIF decoder), which reports the transforms as the EXIF
+orientation, applied once as for a JPEG. Camera RAW files go to LibRaw (`photosearch.raw`).
+
 Files are untrusted input. Everything that can go wrong with one ends as a `DecodeError` with
 a short reason, and no other exception leaves `decode`. Memory is bounded from the header,
 before any pixel is decoded: Pillow's decompression-bomb check stays on (it refuses more
@@ -40,7 +48,9 @@ DEFAULT_MAX_PIXELS = 160_000_000
 # What photosearch reads (the scanner's extensions; "JPEG" also opens MPO, the multi-picture
 # JPEG many cameras write). Content decides the format, not the name, but nothing else is
 # tried: no EPS handed to Ghostscript, no obscure plugin parsing a file that ends in .jpg.
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+# ISO-BMFF brands pillow-heif opens (AVIF's "avif"/"avis" stay with Pillow).
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 # Pictures wider than this ratio are cropped to their centre: the encoder scales the short
 # side to its input size, so a 1x100000 strip would otherwise become a multi-gigabyte bitmap.
@@ -86,7 +96,7 @@ def decode(path: bytes, min_side: int, *, max_pixels: int | None = DEFAULT_MAX_P
     """
     try:
         with _open_regular_file(path) as fp:
-            return _decode_fp(fp, min_side, max_pixels)
+            return _decode_fp(fp, min_side, max_pixels, _has_raw_name(path))
     except FileNotFoundError:
         raise DecodeError("file vanished before it could be read") from None
     except PermissionError:
@@ -98,11 +108,31 @@ def decode(path: bytes, min_side: int, *, max_pixels: int | None = DEFAULT_MAX_P
 def decode_file(fp: BinaryIO, min_side: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
     """`decode` of a file already open for binary reading (one the caller has checked)."""
     fp.seek(0)
-    return _decode_fp(fp, min_side, max_pixels)
+    name = getattr(fp, "name", None)
+    return _decode_fp(fp, min_side, max_pixels, isinstance(name, (str, bytes)) and _has_raw_name(os.fsencode(name)))
 
 
-def _decode_fp(fp: BinaryIO, min_side: int, max_pixels: int | None) -> DecodedPhoto:
+def _has_raw_name(path: bytes) -> bool:
+    from photosearch.scan import RAW_EXTENSIONS
+
+    return os.path.splitext(path)[1].decode("ascii", "replace").lower() in RAW_EXTENSIONS
+
+
+def _decode_fp(fp: BinaryIO, min_side: int, max_pixels: int | None, raw_name: bool = False) -> DecodedPhoto:
     try:
+        head = fp.read(64)
+        fp.seek(0)
+        from photosearch import raw
+
+        if raw_name or raw.looks_raw(head):
+            return raw.decode_raw(fp, min_side, max_pixels)
+        if head[:4] in (b"II*\x00", b"MM\x00*") and raw.tiff_looks_raw(fp):
+            try:
+                return raw.decode_raw(fp, min_side, max_pixels)
+            except DecodeError:
+                fp.seek(0)  # a plain TIFF with sub-images after all: Pillow's turn
+        if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+            _register_heif()
         with _open_image(fp) as img:
             return _decode_open(img, min_side, max_pixels)
     except DecodeError:
@@ -125,6 +155,24 @@ def _decode_fp(fp: BinaryIO, min_side: int, max_pixels: int | None) -> DecodedPh
         raise DecodeError(f"cannot decode ({type(exc).__name__}: {exc})") from None
 
 
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    """Let Pillow open HEIF, once per process (decode workers included): importing pillow-heif
+    costs ~20 ms (measured here), so only when a HEIF file is met. Depth maps and auxiliary images are
+    never read (only the primary image is indexed)."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    try:
+        import pillow_heif
+    except ImportError:
+        raise DecodeError("HEIC/HEIF needs pillow-heif (pip install pillow-heif)") from None
+    pillow_heif.register_heif_opener(depth_images=False, aux_images=False)
+    _heif_registered = True
+
+
 def _open_regular_file(path: bytes) -> BinaryIO:
     # O_NONBLOCK: a FIFO put where a photo was must not block the run in open().
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -140,7 +188,7 @@ def _open_regular_file(path: bytes) -> BinaryIO:
 
 def _open_image(fp: BinaryIO) -> Image.Image:
     try:
-        return Image.open(fp, formats=FORMATS)
+        return Image.open(fp, formats=FORMATS + (("HEIF",) if _heif_registered else ()))
     except ValueError:
         # Pillow refuses PNG text chunks that inflate past 1 MB (or 64 MB in all). The pixels
         # are fine, and the text is of no use here: open the PNG again without its text.
@@ -183,14 +231,24 @@ def _decode_open(img: Image.Image, min_side: int, max_pixels: int | None) -> Dec
     width, height = img.size
     if width < 1 or height < 1:
         raise DecodeError(f"empty image ({width}x{height} pixels)")
-    if img.format in ("JPEG", "MPO"):
-        # Reduced-scale decoding: the result is still >= 2*min_side on each side.
+    if img.format in ("JPEG", "MPO", "HEIF"):
+        # Reduced-scale decoding (HEIF: an embedded thumbnail, when there is one that big):
+        # the result is still >= 2*min_side on each side.
         img.draft("RGB", (2 * min_side, 2 * min_side))
     _check_pixels((width, height), img.size, max_pixels)  # before anything decodes pixels:
     exif = _exif(img)  # a PNG's EXIF may follow its pixel data, so this can load them
     orientation = _orientation(exif)
     taken_at = _taken_at(exif)
     img.load()
+    img = _finish(img, min_side, orientation)
+    if orientation in (5, 6, 7, 8):  # stored sideways: upright size is swapped
+        width, height = height, width
+    return DecodedPhoto(image=img, width=width, height=height, taken_at=taken_at)
+
+
+def _finish(img: Image.Image, min_side: int, orientation: int) -> Image.Image:
+    """The loaded picture `img` as RGB, reduced to about 2 * min_side, cropped to a sane
+    aspect ratio and turned upright."""
     img = _to_rgb(img)
     short = min(img.size)
     if short >= 4 * min_side:
@@ -198,9 +256,7 @@ def _decode_open(img: Image.Image, min_side: int, max_pixels: int | None) -> Dec
     img = _crop_to_aspect(img, MAX_ASPECT)
     if orientation in _UPRIGHT:
         img = img.transpose(_UPRIGHT[orientation])
-    if orientation in (5, 6, 7, 8):  # stored sideways: upright size is swapped
-        width, height = height, width
-    return DecodedPhoto(image=img, width=width, height=height, taken_at=taken_at)
+    return img
 
 
 def _check_pixels(stored: tuple[int, int], decoded: tuple[int, int], max_pixels: int | None) -> None:

@@ -12,7 +12,7 @@ import gc
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,17 @@ from photosearch import binding, model, vectors, workers
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
 from photosearch.decode import DEFAULT_MAX_PIXELS, mtime_as_taken_at
 from photosearch.errors import WeightsUnavailableError
+from photosearch.ignore import IgnoreRules
 from photosearch.model import ResolvedModel
 from photosearch.results import IndexEvent, IndexSummary
-from photosearch.scan import PhotoFile, ScanProblem, content_fingerprint, scan
+from photosearch.scan import (
+    DEFAULT_RAW_PAIRS,
+    PhotoFile,
+    ScanProblem,
+    choose_raw_pairs,
+    content_fingerprint,
+    scan,
+)
 from photosearch.store import PhotoRow, Store
 from photosearch.workers import DEFAULT_TIMEOUT_S, Prepare, Prepared, prepare_one
 
@@ -42,17 +50,24 @@ def index_folders(
     batch_size: int = DEFAULT_BATCH_SIZE,
     include_hidden: bool = False,
     follow_symlinks: bool = False,
+    rules: IgnoreRules | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     decode_timeout: float = DEFAULT_TIMEOUT_S,
     prepare_job: Callable[[tuple], Prepared] = prepare_one,
     thumbnails: Path | None = None,
+    raw_pairs: str = DEFAULT_RAW_PAIRS,  # which of a RAW+JPEG pair: scan.choose_raw_pairs
     on_event: Callable[[IndexEvent], None] = lambda event: None,
+    unfinished: Collection[bytes] = frozenset(),
 ) -> IndexSummary:
-    """Index photos under `roots` into `store`. `prepare_job` is the decode workers' job
+    """Index photos under `roots` into `store`. Files in `unfinished` (still being written)
+    are left as the library has them: neither indexed nor dropped. `prepare_job` is the decode workers' job
     (a module-level function; tests swap in one that misbehaves). With `thumbnails` (a
     folder), every photo under `roots` gets a thumbnail there: the decode workers make them
-    of the photos they encode, and a second pass of the unchanged ones that lack one."""
+    of the photos they encode, and a second pass of the unchanged ones that lack one.
+    `rules` (default: `IgnoreRules()`) say what the walk leaves out; photos of the library
+    they exclude are removed like vanished ones, and counted in `summary.excluded` too."""
     roots = [os.path.abspath(r) for r in roots]
+    rules = IgnoreRules() if rules is None else rules
     spec = binding.choose_spec(store, requested_model)
     summary = IndexSummary()
     # Find the weights before the walk, so a first run without them fails at once. A library
@@ -70,12 +85,14 @@ def index_folders(
     todo: list[tuple[PhotoFile, bool]] = []  # (file, already in library)
     known = store.known_files()
     known_failed = store.known_failures()
-    for item in scan(roots, include_hidden=include_hidden, follow_symlinks=follow_symlinks):
+    for item in choose_raw_pairs(scan(roots, include_hidden=include_hidden, follow_symlinks=follow_symlinks, rules=rules), raw_pairs):
         if isinstance(item, ScanProblem):
             summary.problems.append(item)
             on_event(IndexEvent("problem", item.path, item.reason))
             continue
         seen.add(item.path)
+        if item.path in unfinished:
+            continue
         stamp = (item.size, item.mtime_ns)
         if known.get(item.path) == stamp:
             summary.unchanged += 1
@@ -105,6 +122,8 @@ def index_folders(
         how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job, str(thumbnails) if thumbnails else None)
         _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
+        # Only to say why: an excluded photo is dropped the same way as a deleted one.
+        summary.excluded = sum(1 for path in vanished if path in known and _excluded(rules, roots, path))
         summary.removed = store.remove(vanished)
 
     on_event(IndexEvent("saving"))
@@ -112,9 +131,15 @@ def index_folders(
     vectors.refresh(store)  # catches the search index up on this run's changes; none: untouched
     if thumbnails is not None:
         # Last: the library and its search index are whole before this (possibly long) pass.
-        done_here = {f.path for f, _ in todo}
+        done_here = {f.path for f, _ in todo} | set(unfinished)
         _fill_thumbnails(store, thumbnails, seen - done_here, max_pixels, decode_timeout, on_event)
     return summary
+
+
+def _excluded(rules: IgnoreRules, roots: list[bytes], path: bytes) -> bool:
+    """Whether the ignore rules exclude `path` (or a folder above it) under its indexed root."""
+    root = max((r for r in roots if _under(path, r) and r != path), key=len, default=None)
+    return root is not None and rules.excluded_below(root, path)
 
 
 @dataclass

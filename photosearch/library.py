@@ -15,10 +15,11 @@ A Library is meant for one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +39,11 @@ from photosearch.results import (
     Photo,
 )
 from photosearch.store import Store
+
+if TYPE_CHECKING:
+    import threading
+
+    from photosearch.watch import WatchBatch
 
 PathLike = str | os.PathLike
 Query = Any  # words (str), an image path (str or os.PathLike), a Photo/Hit or a photo id (int)
@@ -63,6 +69,7 @@ class Library:
         self._text_encoder = None
         self._index = None
         self._index_generation: int | None = None
+        self._holding_writer_lock = False  # inside `watch`: index passes run under its lock
 
     # -- opening and closing ----------------------------------------------------------------
     @classmethod
@@ -109,6 +116,7 @@ class Library:
         *,
         include_hidden: bool = False,
         follow_symlinks: bool = False,
+        exclude: Iterable[str] = (),
         batch_size: int = config.DEFAULT_BATCH_SIZE,
         precision: str | None = None,
         max_megapixels: float | None = None,
@@ -117,6 +125,8 @@ class Library:
         thumbnails: bool = False,
         wait: bool = False,
         on_event: Callable[[IndexEvent], None] | None = None,
+        unfinished: Iterable[PathLike] = (),
+        raw_pairs: str = "jpeg",
     ) -> IndexSummary:
         """Bring the library up to date with `folders` (folders or single photos): new and
         changed photos are encoded, moved ones recognised by content, vanished ones dropped.
@@ -127,14 +137,28 @@ class Library:
         library raises BusyError, unless `wait`. `vectors` ('float32' or 'float16') converts
         the stored vectors first. `on_event` hears progress (IndexEvent).
 
+        Ignore rules (gitignore syntax) leave files and folders out: the defaults (`._*`,
+        `@eaDir/`, `.thumbnails/`, `.Trash-*/`, even with `include_hidden`), every
+        `.photosearchignore` file (for its folder and below), and `exclude` patterns, read as
+        if written in a `.photosearchignore` in each of `folders`. Indexed photos a rule now
+        excludes are removed (`summary.removed`; `summary.excluded` says how many of those).
+        A pattern git wouldn't accept raises UsageError.
+
         `thumbnails`: make every photo's thumbnail now (see `thumbnail`), not on first
         request: the decode workers make them of the photos they encode, then of unchanged
         photos that lack one. Thumbnails are a cache: one that can't be made is reported as an
         IndexEvent ('thumbnail-failed' with `path` and `reason`; 'warning' with `reason` when
         the cache folder can't be written) and the photo stays indexed. The pass over
         unchanged photos reports 'thumbnails' events (`done` of `total`).
+
+        `unfinished`: files still being written (`watch` knows them): left as the library
+        has them this time, neither indexed nor dropped.
+
+        `raw_pairs`: a camera RAW file beside a JPEG or HEIC of the same stem is one photo
+        shot twice: "jpeg" (default) indexes the JPEG/HEIC, "raw" the RAW, "both" both.
         """
         from photosearch.decode import DEFAULT_MAX_PIXELS
+        from photosearch.ignore import IgnoreRules
         from photosearch.indexer import index_folders
         from photosearch.store import WriterLock
         from photosearch.thumbnails import cache_folder as thumbnail_folder
@@ -149,7 +173,12 @@ class Library:
         if batch_size < 1:
             raise UsageError(f"batch size {batch_size} is not positive", "use --batch-size 1 or more")
         precision = config.requested_precision(precision)
-        with WriterLock(self.path, wait=wait):
+        from photosearch.scan import RAW_PAIRS
+
+        if raw_pairs not in RAW_PAIRS:
+            raise UsageError(f"unknown raw_pairs {raw_pairs!r}", f"use one of {', '.join(RAW_PAIRS)}")
+        rules = IgnoreRules([exclude] if isinstance(exclude, str) else exclude)  # bad patterns: before the lock
+        with contextlib.nullcontext() if self._holding_writer_lock else WriterLock(self.path, wait=wait):
             if self._store is None:
                 self._store = Store.open(self.path, create=True)
             converted = self._store.set_vector_dtype(vectors) if vectors else 0
@@ -162,13 +191,69 @@ class Library:
                 batch_size=batch_size,
                 include_hidden=include_hidden,
                 follow_symlinks=follow_symlinks,
+                rules=rules,
                 max_pixels=int(max_megapixels * 1_000_000) if max_megapixels else DEFAULT_MAX_PIXELS,
                 decode_timeout=decode_timeout or DEFAULT_TIMEOUT_S,
                 thumbnails=thumbnail_folder() if thumbnails else None,
+                raw_pairs=raw_pairs,
                 on_event=on_event or (lambda event: None),
+                unfinished={os.fsencode(os.path.abspath(os.fsdecode(p))) for p in unfinished},
             )
         summary.converted = converted
         return summary
+
+    def watch(
+        self,
+        folders: PathLike | Sequence[PathLike],
+        *,
+        debounce: float | None = None,
+        max_delay: float | None = None,
+        on_batch: Callable[[WatchBatch], None] | None = None,
+        stop: threading.Event | None = None,
+        wait: bool = False,
+        **index_options: Any,
+    ) -> None:
+        """Keep the library current with `folders` until `stop` is set (or KeyboardInterrupt).
+
+        Holds the writer lock the whole time (another writer gets BusyError; readers never
+        wait; `wait` waits for a writer already running). Runs one catch-up `index` pass,
+        then one pass per batch of file system events: a batch runs once events have been
+        quiet for `debounce` seconds (default 1.5), or `max_delay` (default 30) after its
+        first event however busy the folders are. Files still being written wait for the
+        next batch. Each pass is an ordinary `index` of `folders` with `index_options` (any
+        keyword `index` takes, but `wait` and `unfinished`), so everything `index` does
+        holds; `on_batch` hears a `WatchBatch(summary, seconds, catch_up, unfinished)` after
+        each. Interrupted, what was committed stays.
+        """
+        import time
+
+        from photosearch import watch
+        from photosearch.store import WriterLock
+
+        roots = [os.path.abspath(os.path.expanduser(os.fsdecode(r))) for r in _as_paths(folders)]
+        for root in roots:
+            if not os.path.isdir(root):
+                raise UsageError(f"no such folder: {root}", "watch folders, not single photos")
+
+        def index_pass(batch: watch.Batch | None) -> None:
+            started = time.monotonic()
+            unfinished = sorted(batch.unfinished) if batch else []
+            summary = self.index(roots, unfinished=unfinished, **index_options)
+            if on_batch is not None:
+                on_batch(watch.WatchBatch(summary, time.monotonic() - started, batch is None, len(unfinished)))
+
+        with WriterLock(self.path, wait=wait):
+            self._holding_writer_lock = True
+            try:
+                watch.run(
+                    [os.fsencode(r) for r in roots],
+                    index_pass,
+                    debounce_s=watch.DEFAULT_DEBOUNCE_S if debounce is None else debounce,
+                    max_delay_s=watch.DEFAULT_MAX_DELAY_S if max_delay is None else max_delay,
+                    stop=stop,
+                )
+            finally:
+                self._holding_writer_lock = False
 
     # -- searching ----------------------------------------------------------------------------
     def search(

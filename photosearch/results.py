@@ -145,6 +145,7 @@ class IndexSummary:
     added: int = 0
     updated: int = 0
     removed: int = 0
+    excluded: int = 0  # of the removed, those an ignore rule now excludes (the rest vanished)
     unchanged: int = 0
     moved: int = 0  # recognised by content after a move or rename: vector reused
     copied: int = 0  # new copies of indexed content: vector reused (counted in `added` too)

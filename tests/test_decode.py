@@ -10,15 +10,7 @@ from PIL import Image
 
 from photosearch.decode import decode
 from photosearch.errors import DecodeError
-
-
-def _exif(orientation: int | None = None, taken: str | None = None) -> Image.Exif:
-    exif = Image.Exif()
-    if orientation:
-        exif[0x0112] = orientation
-    if taken:
-        exif.get_ifd(0x8769)[0x9003] = taken
-    return exif
+from tests.support.pictures import exif_with as _exif
 
 
 def test_exif_orientation_is_applied_and_size_is_upright(tmp_path):

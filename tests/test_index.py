@@ -40,7 +40,7 @@ def test_walk_is_recursive_case_insensitive_and_skips_hidden(cli, tiny_model, tm
     make_pictures(root, 1, prefix="upper", ext="JPG")
     make_pictures(root, 1, prefix="png", ext="png")
     make_pictures(root, 1, prefix="webp", ext="webp")
-    make_pictures(root / ".thumbnails", 2, prefix="hidden")
+    make_pictures(root / ".hidden", 2, prefix="hidden")  # .thumbnails is skipped even with --include-hidden
     (root / "notes.txt").write_text("not a photo")
     result = cli("index", str(root), "--model", f"local-dir:{tiny_model}")
     assert result.exit_code == 0, result.stderr

@@ -47,3 +47,15 @@ def thumbnails(db, paths) -> list:
 
     with photosearch.Library.open(db) as lib:
         return [Image.open(lib.thumbnail(lib.photo(p))).convert("RGB") for p in paths]
+
+
+def exif_with(orientation: int | None = None, taken: str | None = None):
+    """EXIF carrying an orientation tag and/or a DateTimeOriginal ('YYYY:MM:DD HH:MM:SS')."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    if taken:
+        exif.get_ifd(0x8769)[0x9003] = taken
+    return exif
