@@ -57,6 +57,10 @@ def main() -> None:
         print("   what those pictures really are: " + ", ".join(truth), file=sys.stderr)
     (DEMO / "labels.json").write_text(json.dumps(labels, indent=1, sort_keys=True))
     say("done: the library is demo/library.db, the generator's labels are in demo/labels.json")
+    print(
+        "   to browse it in the web gallery: PHOTOSEARCH_HOME=demo/home .venv/bin/photosearch serve --db demo/library.db --open",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":
