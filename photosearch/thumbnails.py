@@ -81,9 +81,13 @@ def check_unchanged(facts: FileFacts) -> os.stat_result:
         raise _gone(facts) from None
     except OSError as exc:
         raise PhotoGoneError(f"cannot read {_shown(facts)}: {exc.strerror}", "check the file's permissions") from None
+    _check_stat(st, facts)
+    return st
+
+
+def _check_stat(st: os.stat_result, facts: FileFacts) -> None:
     if not stat.S_ISREG(st.st_mode) or st.st_size != facts.size or st.st_mtime_ns != facts.mtime_ns:
         raise _changed(facts)
-    return st
 
 
 def open_verified(facts: FileFacts) -> BinaryIO:
@@ -100,9 +104,7 @@ def open_verified(facts: FileFacts) -> BinaryIO:
         raise PhotoGoneError(f"cannot read {_shown(facts)}: {exc.strerror}", "check the file's permissions") from None
     fp = os.fdopen(fd, "rb")
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != facts.size or st.st_mtime_ns != facts.mtime_ns:
-            raise _changed(facts)
+        _check_stat(os.fstat(fd), facts)
         if facts.fingerprint is not None and content_fingerprint(fp) != facts.fingerprint:
             raise _changed(facts)
         fp.seek(0)
@@ -115,18 +117,25 @@ def open_verified(facts: FileFacts) -> BinaryIO:
 def thumbnail(facts: FileFacts, *, max_pixels: int | None = None, folder: Path | None = None) -> Path:
     """The photo's thumbnail file, made now if it isn't cached yet (in `folder`, default
     `cache_folder()`)."""
+    from photosearch.errors import DecodeError
+
+    try:
+        return make(facts, max_pixels=max_pixels, folder=folder)
+    except DecodeError as exc:
+        raise PhotoChangedError(f"cannot make a thumbnail of {_shown(facts)}: {exc.reason}", "re-index it") from None
+
+
+def make(facts: FileFacts, *, max_pixels: int | None = None, folder: Path | None = None) -> Path:
+    """`thumbnail`, except that a picture that can't be decoded raises the DecodeError
+    itself (the decode workers report its reason as it is)."""
+    from photosearch.decode import DEFAULT_MAX_PIXELS, decode_file
+
     check_unchanged(facts)
     path = cached_path(facts, folder)
     if path.exists():
         return path
-    from photosearch.decode import DEFAULT_MAX_PIXELS, decode_file
-    from photosearch.errors import DecodeError
-
     with open_verified(facts) as fp:
-        try:
-            photo = decode_file(fp, SIZE // 2, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-        except DecodeError as exc:
-            raise PhotoChangedError(f"cannot make a thumbnail of {_shown(facts)}: {exc.reason}", "re-index it") from None
+        photo = decode_file(fp, SIZE // 2, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     store(path, render(photo.image))
     return path
 

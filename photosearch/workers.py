@@ -109,22 +109,16 @@ def _save_thumbnail(file: PhotoFile, fingerprint: str | None, photo: DecodedPhot
 
 def thumbnail_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
     """The workers' job for a photo indexed before, unchanged, that has no thumbnail yet:
-    made from the file once it is checked to be what was indexed (as `thumbnails.thumbnail`
-    does). Never raises; `thumbnail_error` says why one couldn't be made."""
+    made from the file once it is checked to be what was indexed (`thumbnails.make`).
+    Never raises; `thumbnail_error` says why one couldn't be made."""
     from pathlib import Path
 
     from photosearch import thumbnails
-    from photosearch.decode import DEFAULT_MAX_PIXELS, decode_file
 
     file, existed, how, fingerprint = job
     facts = thumbnails.FileFacts(0, file.path, file.size, file.mtime_ns, fingerprint)
-    folder = Path(how.thumbnails) if how.thumbnails else None
     try:
-        thumbnails.check_unchanged(facts)
-        if not thumbnails.cached_path(facts, folder).exists():
-            with thumbnails.open_verified(facts) as fp:
-                photo = decode_file(fp, thumbnails.SIZE // 2, max_pixels=how.max_pixels or DEFAULT_MAX_PIXELS)
-            thumbnails.store(thumbnails.cached_path(facts, folder), thumbnails.render(photo.image))
+        thumbnails.make(facts, max_pixels=how.max_pixels, folder=Path(how.thumbnails) if how.thumbnails else None)
         reason = None
     except thumbnails.PhotoGoneError:
         reason = "the file is gone or unreadable"

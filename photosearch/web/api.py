@@ -327,7 +327,9 @@ class Gallery:
         Params(request.params).check_all_read()
         with self.lock:
             facts = self.library.file_facts(int(photo_id))
-        fp = self.library_open(facts)
+        from photosearch import thumbnails
+
+        fp = thumbnails.open_verified(facts)  # checked again on the opened file, outside the lock
         name = os.path.basename(os.fsdecode(facts.path))
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         if not kind.startswith("image/") or kind == "image/svg+xml":
@@ -337,13 +339,6 @@ class Gallery:
             200, kind, file=fp, length=facts.size,
             headers={"Content-Disposition": f"inline; filename*=UTF-8''{quoted}", "Cache-Control": "private, no-store"},
         )  # fmt: skip
-
-    @staticmethod
-    def library_open(facts):
-        from photosearch import thumbnails
-
-        return thumbnails.open_verified(facts)
-
 
 def _allow(request: Request, *methods: str) -> None:
     if request.method not in methods:
