@@ -110,6 +110,22 @@ def _open_library(db, model=None, pretrained=None, device=None, *, quiet: bool =
     return library
 
 
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """For the long-running commands (serve, watch): SIGTERM, as from systemd or kill,
+    stops them the way Ctrl-C does, cleanly."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _warn(message: str) -> None:
     _err(f"warning: {message}.")
 
@@ -303,11 +319,6 @@ def watch(
     Catches up first, then indexes each batch of changes as it happens. Holds the writer lock until stopped (Ctrl-C or SIGTERM), so `index` meanwhile exits 4
     (busy); queries and `serve` keep working. One line per batch on stderr.
     """
-    import signal
-
-    def stop_on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
     with _errors_to_exit_codes():
         library = _open_library(db, model, pretrained, device, quiet=quiet)
         progress = _IndexProgress(quiet)
@@ -330,25 +341,25 @@ def watch(
             else:
                 _err(f"watch: {', '.join(parts)} in {done.seconds:.1f} s.")
 
-        signal.signal(signal.SIGTERM, stop_on_sigterm)
         try:
-            library.watch(
-                folders,
-                debounce=debounce,
-                max_delay=max_delay,
-                on_batch=report,
-                wait=wait,
-                include_hidden=include_hidden,
-                follow_symlinks=follow_symlinks,
-                batch_size=batch_size,
-                precision=precision,
-                max_megapixels=max_megapixels,
-                decode_timeout=decode_timeout,
-                thumbnails=thumbnails,
-                exclude=exclude,
-                raw_pairs=raw_pairs,
-                on_event=progress,
-            )
+            with _sigterm_as_ctrl_c():
+                library.watch(
+                    folders,
+                    debounce=debounce,
+                    max_delay=max_delay,
+                    on_batch=report,
+                    wait=wait,
+                    include_hidden=include_hidden,
+                    follow_symlinks=follow_symlinks,
+                    batch_size=batch_size,
+                    precision=precision,
+                    max_megapixels=max_megapixels,
+                    decode_timeout=decode_timeout,
+                    thumbnails=thumbnails,
+                    exclude=exclude,
+                    raw_pairs=raw_pairs,
+                    on_event=progress,
+                )
         except KeyboardInterrupt:
             # The normal way to stop: what was committed stays, a pass cut short resumes next time.
             progress.close()
@@ -739,7 +750,8 @@ def serve(
             import webbrowser
 
             webbrowser.open(url)
-        web.serve_forever(server)
+        with _sigterm_as_ctrl_c():
+            web.serve_forever(server)
 
 
 def main() -> None:

@@ -305,17 +305,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def serve_forever(server: GalleryServer) -> None:
-    """Serve until Ctrl-C or SIGTERM; both end it cleanly."""
-    import signal
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    """Serve until interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM where the caller
+    turns it into one), then close the socket."""
     try:
         server.serve_forever(poll_interval=0.25)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.server_close()
