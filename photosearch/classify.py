@@ -42,9 +42,20 @@ def label_vectors(store: Store, get_encoder: Callable[[], object], labels: Seque
     return np.stack([cached_text_vector(store, get_encoder, label, templates) for label in labels])
 
 
-def probabilities(images: np.ndarray, labels: np.ndarray, logit_scale: float) -> np.ndarray:
-    """(photos, labels) softmax probabilities."""
-    logits = logit_scale * (images @ labels.T)
+def cosines(images: np.ndarray, labels: np.ndarray, tiles: Sequence[np.ndarray | None] = ()) -> np.ndarray:
+    """(photos, labels) cosines of the photos' vectors; where a photo has tiles (`--crops
+    max`), each label's is its best tile's, as a search scores it: a label that fits one
+    part of a panorama is not averaged away by the rest."""
+    scores = images @ labels.T
+    for row, own in enumerate(tiles):
+        if own is not None:
+            scores[row] = (own @ labels.T).max(axis=0)
+    return scores
+
+
+def probabilities(cosine: np.ndarray, logit_scale: float) -> np.ndarray:
+    """(photos, labels) softmax probabilities from their (photos, labels) cosines."""
+    logits = logit_scale * cosine
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)

@@ -178,6 +178,7 @@ ExcludeOption = typer.Option([], "--exclude", help="Leave out what this gitignor
 WaitOption = typer.Option(False, "--wait", help="If another index run is writing, wait for it instead of exiting.")
 MaxMegapixelsOption = typer.Option(None, "--max-megapixels", min=0.1, help="Skip photos larger than this many megapixels [default: 160; JPEGs decode at reduced scale, so this guards memory against huge PNG/TIFF/bomb files].", show_default=False)
 DecodeTimeoutOption = typer.Option(60.0, "--decode-timeout", min=0.1, help="Seconds one photo may take to decode before it is skipped.")
+CropsOption = typer.Option(None, "--crops", help="How much of each photo the model sees: the centre square, the whole frame padded to a square (letterbox), or overlapping squares across it (mean: one vector, their mean; max: a vector each, a photo scoring its best). Changing it embeds the photos that aren't square again (docs/whole-frame.md) [default: the library's own; a new library, or one from before this option: max].", show_default=False)
 RawPairsOption = typer.Option("jpeg", "--raw-pairs", help="A camera RAW file beside a JPEG or HEIC of the same name: index the JPEG/HEIC (the camera's own rendering, cheaper to decode), the RAW, or both.")
 
 # -- index --------------------------------------------------------------------------------
@@ -201,6 +202,7 @@ def index(
     vector_dtype: Optional[Literal["float32", "float16"]] = typer.Option(None, "--vectors", help="Store vectors as float32 or float16: half the disk and memory, same recall@10. Converts an existing library in place [default: the library's own, float32 for a new one].", show_default=False),
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also make every photo's thumbnail now, in the decode workers (for `serve`, `--preview`, contact sheets) [default: each is made the first time it is shown]."),
     raw_pairs: Literal["jpeg", "raw", "both"] = RawPairsOption,
+    crops: Optional[Literal["centre", "letterbox", "mean", "max"]] = CropsOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
@@ -223,6 +225,7 @@ def index(
             wait=wait,
             on_event=progress,
             raw_pairs=raw_pairs,
+            crops=crops,
         )
         progress.close()
         if not quiet:
@@ -236,6 +239,8 @@ def index(
                 known += f"; {progress.thumbnails_failed} without a thumbnail"
             if summary.excluded:
                 known += f"; {summary.excluded} of the removed excluded by ignore rules"
+            if summary.recut:
+                known += f"; {summary.recut} of the updated embedded again for --crops {summary.crops}"
             _err(
                 f"Indexed in {seconds:.1f}s: {summary.added} added, {summary.updated} updated, "
                 f"{summary.removed} removed, {summary.unchanged} unchanged, {summary.failed} failed{known}."
@@ -260,6 +265,10 @@ class _IndexProgress:
             self._write(f"no thumbnail for {_show(event.path)}: {event.reason}")
         elif event.kind == "warning" and not self.quiet:
             self._write(f"warning: {event.reason}")
+        elif event.kind == "recut" and not self.quiet:
+            how = "the centre square" if event.reason == "centre" else "the whole frame"
+            self._write(f"embedding {event.total} photos again to see {how} (--crops {event.reason}); "
+                        "docs/whole-frame.md says why")
         elif event.kind == "thumbnails" and not self.quiet and sys.stderr.isatty():
             if event.done == 0:
                 from tqdm import tqdm
@@ -310,6 +319,7 @@ def watch(
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also make each new photo's thumbnail as it is indexed."),
     exclude: List[str] = ExcludeOption,
     raw_pairs: Literal["jpeg", "raw", "both"] = RawPairsOption,
+    crops: Optional[Literal["centre", "letterbox", "mean", "max"]] = CropsOption,
     debounce: float = typer.Option(1.5, "--debounce", min=0.05, help="Seconds of quiet after the last change before a batch is indexed."),
     max_delay: float = typer.Option(30.0, "--max-delay", min=0.1, help="Most seconds a change waits while changes keep coming."),
     quiet: bool = QuietOption,
@@ -358,6 +368,7 @@ def watch(
                     thumbnails=thumbnails,
                     exclude=exclude,
                     raw_pairs=raw_pairs,
+                    crops=crops,
                     on_event=progress,
                 )
         except KeyboardInterrupt:
@@ -442,6 +453,9 @@ def query(
     sub: Optional[List[str]] = typer.Option(None, "--sub", "-s", help="Unlike this (text or image; 'W:term' weights it), repeatable.", show_default=False),
     force_text: bool = typer.Option(False, "--text", help="Treat the query and terms as words even if a file has that name."),
     include_query_images: bool = typer.Option(False, "--include-query-images", help="Keep query images themselves in the results."),
+    literal: bool = typer.Option(False, "--literal", help='Search the words as typed: don\'t read "without X", "no X", "not X", "except X" as --sub X.'),
+    within: Optional[str] = typer.Option(None, "--within", metavar="D", help="Only results scoring within D of the best result (e.g. 0.05): a cut-off relative to this query's best, unlike --threshold.", show_default=False),
+    sort: str = typer.Option("score", "--sort", metavar="score|date|path", help="Order of the best --top results: score (best first), date (newest first by capture time; undated photos last) or path."),
     ensemble: bool = EnsembleOption,
     template: Optional[List[str]] = TemplateOption,
     in_dirs: Optional[List[str]] = InOption,
@@ -469,6 +483,8 @@ def query(
     photosearch query "a red bicycle"
     photosearch query ./cat.jpg                      # similar photos
     photosearch query "circle" --sub "red"           # circles that aren't red
+    photosearch query "a circle without red"         # the same: negations are read
+    photosearch query "sunset" --within 0.03 --sort date   # close matches, newest first
     photosearch query "beach" --in ~/Pictures/2019 --since 2019-06
     printf 'cat\\ndog\\n' | photosearch query -     # one query a line
     photosearch query "sunset" --preview --contact-sheet sunsets.jpg
@@ -479,6 +495,7 @@ def query(
 
         fmt = _format(json_out, table_out, paths, print0, csv_out)
         filters = _filters(in_dirs, glob, since, until, min_width, min_height)
+        distance = _distance(within)
         sheet_file = _sheet_target(contact_sheet)
         if text == "-":
             queries = [line.rstrip("\r\n") for line in sys.stdin]
@@ -495,14 +512,29 @@ def query(
             hits = library.search(
                 raw, k=top, threshold=threshold, add=add or (), sub=sub or (), filters=filters,
                 templates=template, ensemble=ensemble, text=force_text, include_query_images=include_query_images,
+                literal=literal, within=distance, sort=sort,
             )  # fmt: skip
+            if not quiet and hits.parsed is not None and (hits.parsed.changed or hits.parsed.note):
+                from photosearch.negation import describe
+
+                _err(f"query: {describe(hits.parsed)}")
             described = parse_term(raw, force_text=force_text).describe()
-            writer.write_all(hits, described)
+            writer.write_all(hits, output.Answering(described, hits.parsed))
             writer.end_table(described)
             if sheet_file is not None:
                 sections.append(sheet.hits_section(described, hits, thumbnail))
         if sheet_file is not None:
             _write_sheet(sheet_file, sections, quiet=quiet)
+
+
+def _distance(within: Optional[str]) -> Optional[float]:
+    """--within's number; the library says what a number may be."""
+    if within is None:
+        return None
+    try:
+        return float(within)
+    except ValueError:
+        raise UsageError(f"--within {within!r} is not a number", "give a score distance, e.g. --within 0.05") from None
 
 
 # -- classify -----------------------------------------------------------------------------
@@ -662,6 +694,7 @@ def eval_(
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
     device: Optional[str] = DeviceOption,
+    crops: Optional[Literal["centre", "letterbox", "mean", "max"]] = CropsOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Measure retrieval quality on a labelled folder: recall@1/5/10, mAP, zero-shot accuracy.
@@ -681,7 +714,7 @@ def eval_(
             library = _open_library(db or Path(tmp) / "library.db", model, pretrained, device, quiet=quiet)
             progress = _IndexProgress(quiet)
             _closers.append(progress.close)
-            library.index([folder], on_event=progress)
+            library.index([folder], on_event=progress, crops=crops)
             progress.close()
             report = library.evaluate(wanted)
             library.close()

@@ -8,6 +8,9 @@ the alternatives on the same photos:
   text      the label alone (what `query --no-ensemble` does)
   template  one template, "a photo of {}."
   ensemble  the default ensemble (what `query` does)
+and, so the ensemble is also measured against the phrasings it averages, each phrasing of the
+default ensemble on its own (under "phrasings"), with their mean as one more mode:
+  single mean  the mean, per metric, of the ensemble's phrasings each used alone
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from photosearch.errors import UsageError
-from photosearch.query import DEFAULT_TEMPLATES, text_vector
+from photosearch.query import DEFAULT_TEMPLATES, phrasings, text_vector
 from photosearch.store import Store
 
 MODES: dict[str, Sequence[str] | None] = {
@@ -82,11 +85,34 @@ def evaluate(store: Store, encoder, labels: dict[bytes, set[str]]) -> dict:
         "missing": len(labels) - len(photo_labels),
         "modes": {},
     }
+    score = _scorer(store, ids, matrix)
     for mode, templates in MODES.items():
         text = np.stack([text_vector(encoder, name, templates) for name in names])
-        scores = text @ matrix.T  # (labels, photos)
-        report["modes"][mode] = _metrics(scores, relevant)
+        report["modes"][mode] = _metrics(score(text), relevant)
+    # Whether ensembling helps depends on the model and the photos, so measure it here: every
+    # member of the ensemble alone, from one pass of the text tower over each label's phrasings.
+    members = np.stack([encoder.encode_texts(phrasings(name, DEFAULT_TEMPLATES)) for name in names])  # (labels, T, D)
+    singles = {t: _metrics(score(members[:, i]), relevant) for i, t in enumerate(DEFAULT_TEMPLATES)}
+    report["phrasings"] = singles
+    # Their mean is a column of its own, beside the ensemble (worst and best are in "phrasings";
+    # as columns too they would wrap the table on an 80-column terminal).
+    report["modes"]["single mean"] = {m: float(np.mean([s[m] for s in singles.values()])) for m in report["modes"]["ensemble"]}
     return report
+
+
+def _scorer(store: Store, ids: np.ndarray, matrix: np.ndarray):
+    """(labels, D) text vectors -> (labels, photos) scores, as a search scores photos: by
+    their vector, or in a `--crops max` library by their best tile."""
+    tiles = store.tiles_of(ids) if store.holds_tiles() else {}
+
+    def score(text: np.ndarray) -> np.ndarray:
+        scores = text @ matrix.T
+        for column, row_id in enumerate(ids.tolist()):
+            if row_id in tiles:
+                scores[:, column] = (text @ tiles[row_id].T).max(axis=1)
+        return scores
+
+    return score
 
 
 def _labelled_vectors(store: Store, labels: dict[bytes, set[str]]):
@@ -100,6 +126,10 @@ def _metrics(scores: np.ndarray, relevant: np.ndarray) -> dict:
     out: dict = {}
     for k in RECALL_AT:
         out[f"recall@{k}"] = float(ranked_relevant[:, :k].any(axis=1).mean())
+    # The share of a label's photos in its top 10 (of at most 10 it could hold): recall@10 in
+    # the usual sense, where recall@k above counts labels with any relevant photo in the top k.
+    found = ranked_relevant[:, :10].sum(axis=1) / np.maximum(np.minimum(relevant.sum(axis=1), 10), 1)
+    out["found@10"] = float(found.mean())
     k10 = min(10, relevant.shape[1])
     out["precision@10"] = float(ranked_relevant[:, :k10].mean())
     hits = np.cumsum(ranked_relevant, axis=1)

@@ -17,12 +17,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from photosearch import binding, model, vectors, workers
 from photosearch.config import DEFAULT_BATCH_SIZE, ModelSpec
 from photosearch.decode import DEFAULT_MAX_PIXELS, mtime_as_taken_at
 from photosearch.errors import WeightsUnavailableError
 from photosearch.ignore import IgnoreRules
 from photosearch.model import ResolvedModel
+from photosearch.model.cut import CROPS, DEFAULT_CROPS, TILE_SLACK, photo_vectors
 from photosearch.results import IndexEvent, IndexSummary
 from photosearch.scan import (
     DEFAULT_RAW_PAIRS,
@@ -58,6 +61,7 @@ def index_folders(
     raw_pairs: str = DEFAULT_RAW_PAIRS,  # which of a RAW+JPEG pair: scan.choose_raw_pairs
     on_event: Callable[[IndexEvent], None] = lambda event: None,
     unfinished: Collection[bytes] = frozenset(),
+    crops: str | None = None,
 ) -> IndexSummary:
     """Index photos under `roots` into `store`. Files in `unfinished` (still being written)
     are left as the library has them: neither indexed nor dropped. `prepare_job` is the decode workers' job
@@ -65,7 +69,11 @@ def index_folders(
     folder), every photo under `roots` gets a thumbnail there: the decode workers make them
     of the photos they encode, and a second pass of the unchanged ones that lack one.
     `rules` (default: `IgnoreRules()`) say what the walk leaves out; photos of the library
-    they exclude are removed like vanished ones, and counted in `summary.excluded` too."""
+    they exclude are removed like vanished ones, and counted in `summary.excluded` too.
+    `crops` (model/cut.py CROPS) changes how the library cuts photos for the model; the
+    library's photos cut otherwise are embedded again (and an interrupted run's successor
+    goes on with it). None: as the library does, or the default for a new library and one
+    from before there was a choice."""
     roots = [os.path.abspath(r) for r in roots]
     rules = IgnoreRules() if rules is None else rules
     spec = binding.choose_spec(store, requested_model)
@@ -81,6 +89,9 @@ def index_folders(
             raise
         weights_error = exc
 
+    summary.crops = _choose_crops(store, crops, resolved)
+    recut = store.cut_otherwise(summary.crops, TILE_SLACK) if store.count() else set()
+
     seen: set[bytes] = set()
     todo: list[tuple[PhotoFile, bool]] = []  # (file, already in library)
     known = store.known_files()
@@ -94,7 +105,10 @@ def index_folders(
         if item.path in unfinished:
             continue
         stamp = (item.size, item.mtime_ns)
-        if known.get(item.path) == stamp:
+        if known.get(item.path) == stamp and item.path in recut:
+            todo.append((item, True))
+            summary.recut += 1
+        elif known.get(item.path) == stamp:
             summary.unchanged += 1
         elif known_failed.get(item.path) == stamp:
             summary.failed_before += 1
@@ -115,10 +129,13 @@ def index_folders(
     if thumbnails is not None:
         thumbnails = _usable_thumbnails_folder(thumbnails, on_event)
 
+    if summary.recut:
+        on_event(IndexEvent("recut", reason=summary.crops, total=summary.recut))
     on_event(IndexEvent("planned", total=len(todo)))
+    if todo and resolved is None:
+        raise weights_error  # type: ignore[misc]
+    store.set_crops(summary.crops)  # before any photo is cut the new way: a successor goes on
     if todo:
-        if resolved is None:
-            raise weights_error  # type: ignore[misc]
         how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job, str(thumbnails) if thumbnails else None)
         _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
@@ -134,6 +151,23 @@ def index_folders(
         done_here = {f.path for f, _ in todo} | set(unfinished)
         _fill_thumbnails(store, thumbnails, seen - done_here, max_pixels, decode_timeout, on_event)
     return summary
+
+
+def _choose_crops(store: Store, requested: str | None, resolved: ResolvedModel | None) -> str:
+    """How this run cuts photos: as asked, else as the library does, else the default. The
+    default quietly stays the centre square for a model whose input photosearch doesn't cut
+    itself; asking for another way with such a model is an error (model/cut.py)."""
+    if requested is not None and requested not in CROPS:
+        from photosearch.errors import UsageError
+
+        raise UsageError(f"unknown --crops {requested!r}", "use " + ", ".join(CROPS))
+    crops = requested or store.meta().get("crops") or DEFAULT_CROPS
+    if resolved is not None and crops != "centre":
+        cut = model.cut_of(resolved)
+        if not cut.crop and requested is None:
+            return "centre"
+        cut.with_crops(crops)  # raises for a model it can't cut that way
+    return crops
 
 
 def _excluded(rules: IgnoreRules, roots: list[bytes], path: bytes) -> bool:
@@ -255,12 +289,12 @@ def _encode_and_store(
     """Decode in worker processes while the model loads in a thread (importing torch and
     reading the weights takes seconds the workers spend decoding), then encode and store."""
     binding.check_weights(store, resolved)  # before any work
-    how = Prepare.of(model.cut_of(resolved), work.max_pixels, work.thumbnails)  # known without torch
+    how = Prepare.of(model.cut_of(resolved).with_crops(summary.crops), work.max_pixels, work.thumbnails)  # known without torch
     on_event(IndexEvent("model", reason=resolved.spec.label()))
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
     loading = loader.submit(model.load_encoder, resolved, work.device, work.precision, ("image",))
     loader.shutdown(wait=False)
-    run = _Run(store, todo, fingerprints, work, summary, on_event, loading, resolved)
+    run = _Run(store, todo, fingerprints, work, summary, on_event, loading, resolved, summary.crops)
     try:
         run.encode_all(how)
     finally:
@@ -297,6 +331,7 @@ class _Run:
     on_event: Callable[[IndexEvent], None]
     loading: Future
     resolved: ResolvedModel
+    crops: str = "centre"
     done: int = 0
 
     def encode_all(self, how: Prepare) -> None:
@@ -331,7 +366,7 @@ class _Run:
                     batch, buffered = buffered[:size], buffered[size:]
                     if len(encoding) >= at_once:
                         self._store(*encoding.popleft())
-                    encoding.append((batch, threads.submit(_encode, encoder, batch)))
+                    encoding.append((batch, threads.submit(_encode, encoder, batch, self.crops)))
             while encoding:
                 self._store(*encoding.popleft())
             finished = True
@@ -347,10 +382,11 @@ class _Run:
         ok = [item for item in batch if item.photo is not None]
         failed = [(i.file.path, i.file.size, i.file.mtime_ns, i.reason) for i in batch if i.photo is None]
         rows: list[PhotoRow] = []
-        for item, vector in zip(ok, encoding.result(), strict=True):
+        for item, (vector, tiles) in zip(ok, encoding.result(), strict=True):
             f, photo = item.file, item.photo
             taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
-            rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector, item.fingerprint))
+            rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector,
+                                 item.fingerprint, self.crops, tiles))  # fmt: skip
             if item.existed:
                 self.summary.updated += 1
             else:
@@ -367,7 +403,14 @@ class _Run:
         self.on_event(IndexEvent("progress", done=self.done, total=len(self.todo)))
 
 
-def _encode(encoder, batch: list[Prepared]):
-    """The vectors of a batch's decoded photos (none when all failed to decode)."""
-    pixels = [item.pixels for item in batch if item.photo is not None]
-    return encoder.encode_prepared(pixels) if pixels else []
+def _encode(encoder, batch: list[Prepared], crops: str) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(vector, tiles' vectors or None) of each of a batch's decoded photos: all their
+    tiles go through the model together (model/cut.py)."""
+    ok = [item for item in batch if item.photo is not None]
+    if not ok:
+        return []
+    if not all(isinstance(item.pixels, list) for item in ok):  # pictures for the encoder's own transform
+        return [(v, None) for v in encoder.encode_prepared([item.pixels for item in ok])]
+    counts = [len(item.pixels) for item in ok]
+    flat = encoder.encode_prepared([tile for item in ok for tile in item.pixels])
+    return [photo_vectors(v, crops) for v in np.split(flat, np.cumsum(counts)[:-1])]

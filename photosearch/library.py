@@ -32,10 +32,12 @@ from photosearch.results import (
     DuplicateGroup,
     Failure,
     Hit,
+    Hits,
     IndexEvent,
     IndexSummary,
     LabelScore,
     LibraryInfo,
+    ParsedQuery,
     Photo,
 )
 from photosearch.store import Store
@@ -67,8 +69,7 @@ class Library:
         self._resolved = None
         self._encoder = None
         self._text_encoder = None
-        self._index = None
-        self._index_generation: int | None = None
+        self._indexes: dict[str, tuple[object, int]] = {}  # kind -> (search index, its generation)
         self._holding_writer_lock = False  # inside `watch`: index passes run under its lock
 
     # -- opening and closing ----------------------------------------------------------------
@@ -127,6 +128,7 @@ class Library:
         on_event: Callable[[IndexEvent], None] | None = None,
         unfinished: Iterable[PathLike] = (),
         raw_pairs: str = "jpeg",
+        crops: str | None = None,
     ) -> IndexSummary:
         """Bring the library up to date with `folders` (folders or single photos): new and
         changed photos are encoded, moved ones recognised by content, vanished ones dropped.
@@ -156,6 +158,13 @@ class Library:
 
         `raw_pairs`: a camera RAW file beside a JPEG or HEIC of the same stem is one photo
         shot twice: "jpeg" (default) indexes the JPEG/HEIC, "raw" the RAW, "both" both.
+
+        `crops`: how much of each frame the model sees (docs/whole-frame.md): "centre"
+        (the centre square), "letterbox" (the whole frame padded to a square), "mean" or
+        "max" (overlapping squares across the frame; one vector, their mean, or a vector
+        each, a photo scoring its best). The library remembers it; changing it embeds again
+        the photos that aren't square (`summary.recut`), and an interrupted run's successor
+        goes on with it. None: as the library does (a new library: the default).
         """
         from photosearch.decode import DEFAULT_MAX_PIXELS
         from photosearch.ignore import IgnoreRules
@@ -177,6 +186,10 @@ class Library:
 
         if raw_pairs not in RAW_PAIRS:
             raise UsageError(f"unknown raw_pairs {raw_pairs!r}", f"use one of {', '.join(RAW_PAIRS)}")
+        from photosearch.model.cut import CROPS
+
+        if crops is not None and crops not in CROPS:
+            raise UsageError(f"unknown crops {crops!r}", f"use one of {', '.join(CROPS)}")
         rules = IgnoreRules([exclude] if isinstance(exclude, str) else exclude)  # bad patterns: before the lock
         with contextlib.nullcontext() if self._holding_writer_lock else WriterLock(self.path, wait=wait):
             if self._store is None:
@@ -198,6 +211,7 @@ class Library:
                 raw_pairs=raw_pairs,
                 on_event=on_event or (lambda event: None),
                 unfinished={os.fsencode(os.path.abspath(os.fsdecode(p))) for p in unfinished},
+                crops=crops,
             )
         summary.converted = converted
         return summary
@@ -269,7 +283,10 @@ class Library:
         ensemble: bool = True,
         text: bool = False,
         include_query_images: bool = False,
-    ) -> list[Hit]:
+        literal: bool = False,
+        within: float | None = None,
+        sort: str = "score",
+    ) -> Hits:
         """The `k` photos most like `query`, best first, each at least `threshold` (cosine).
 
         `query`, and each of `add` (more like this) and `sub` (less like this), is words, an
@@ -279,21 +296,42 @@ class Library:
         in every phrasing of `templates` (default: the built-in ensemble; `ensemble=False`:
         the words alone) and averaged. `filters` narrow the candidates before the top k is
         taken. The query's own images are left out unless `include_query_images`.
+
+        A text `query` is read for negations (photosearch.negation): "a beach without
+        people" searches "a beach" with "people" subtracted, as `sub` would. `literal=True`
+        searches the words as given. Only `query` is read so, never `add`/`sub` terms.
+
+        `within` keeps the hits scoring within that much of the best one (cut-offs that
+        carry across queries, unlike `threshold`); `sort` orders the best k: "score" (best
+        first), "date" (newest `taken_at` first, undated last) or "path". A hit's `rank` is
+        always its place by score.
+
+        Returns Hits: a list of Hit whose `parsed` (a ParsedQuery, None for an image or a
+        photo) says what was searched for.
         """
         from photosearch import query as q
 
         if k < 1:
             raise UsageError(f"k = {k} is not a number of results", "ask for 1 or more")
+        _check_within_and_sort(within, sort)
         store = self._require_model()
         phrasings = q.templates_for(templates, ensemble)
-        terms = [q.parse_term(query, force_text=text)]
+        terms, parsed = _query_terms(q.parse_term(query, force_text=text), literal)
         terms += [q.parse_term(t, force_text=text) for t in _as_terms(add)]
         terms += [q.parse_term(t, sign=-1.0, force_text=text) for t in _as_terms(sub)]
         only = candidate_ids(store, filters)
         built = q.build(terms, store, self._image_encoder, phrasings, self._text_encoder_or_model)
         exclude = set() if include_query_images else built.own_ids
-        results = q.search(store, self._search_index(), built.vector, k, threshold, only=only, exclude=exclude)
-        return [Hit.of(Photo.from_row(r.photo), r.score, r.rank) for r in results]
+        # Words look at the whole frame, a tile at a time, where the library keeps tiles;
+        # photos alone are compared by their own vectors (docs/whole-frame.md).
+        from photosearch import vectors
+
+        words = any(t.text is not None for t in terms)
+        kind = vectors.TILES if words and store.holds_tiles() else vectors.PHOTOS
+        results = q.search(store, self._search_index(kind), built.vector, k, threshold, only=only, exclude=exclude,
+                           tiles=kind == vectors.TILES)  # fmt: skip
+        hits = [Hit.of(Photo.from_row(r.photo), r.score, r.rank) for r in results]
+        return Hits(_ordered(_within_best(hits, within), sort), parsed)
 
     # -- tagging ------------------------------------------------------------------------------
     def classify(
@@ -347,11 +385,13 @@ class Library:
         return self._classified(store, names, text, scale, keep, bool(folders) or not files, library_part, files)
 
     def _classified(self, store, names, text, scale, keep, from_library, selection, files) -> Iterator[Classification]:
-        from photosearch.classify import probabilities
+        from photosearch.classify import cosines, probabilities
         from photosearch.query import image_vector
 
         def tagged(matrix: np.ndarray, paths: list[bytes], ids: list[int | None]) -> Iterator[Classification]:
-            for raw, row_id, row in zip(paths, ids, probabilities(matrix, text, scale), strict=True):
+            tiles = store.tiles_of(i for i in ids if i is not None) if store.holds_tiles() else {}
+            cosine = cosines(matrix, text, [tiles.get(i) for i in ids])
+            for raw, row_id, row in zip(paths, ids, probabilities(cosine, scale), strict=True):
                 order = np.argsort(-row, kind="stable")[:keep]
                 yield Classification(Path(os.fsdecode(raw)), row_id, [LabelScore(names[i], float(row[i])) for i in order])
 
@@ -448,11 +488,14 @@ class Library:
         facts.weights_fingerprint = meta.get("model_fingerprint")
         facts.dim = int(meta["dim"]) if "dim" in meta else None
         facts.vector_dtype = store.vector_dtype()
+        facts.crops = meta.get("crops", "centre")
         facts.photos = store.count()
         facts.failures = len(store.failures())
         facts.index_file = index_file
         facts.index_kind = meta.get("index_kind")
         facts.index_vectors = int(meta["index_count"]) if "index_count" in meta else None
+        if store.holds_tiles() and "tiles_index_count" in meta:
+            facts.tile_index_vectors = int(meta["tiles_index_count"])
         facts.index_status = vectors.status(store)
         facts.library_bytes = self.path.stat().st_size
         facts.index_bytes = index_file.stat().st_size if index_file.exists() else 0
@@ -484,7 +527,11 @@ class Library:
 
             self._text_encoder = model.load_text_tower(store.meta().get("model_fingerprint", ""), long_running=True)
         self._text_encoder_or_model()
-        self._search_index()
+        from photosearch import vectors
+
+        self._search_index(vectors.PHOTOS)
+        if store.holds_tiles():
+            self._search_index(vectors.TILES)
 
     # -- what the calls share -----------------------------------------------------------------
     def _require_store(self) -> Store:
@@ -538,25 +585,72 @@ class Library:
         recorded = self._require_model().meta().get("logit_scale")
         return float(recorded) if recorded else float(self._image_encoder().logit_scale)
 
-    def _search_index(self):
-        """The search index at the library's current generation, loaded again only when the
-        library has changed since (another process may index while this one serves)."""
+    def _search_index(self, kind: str = "photos"):
+        """The search index of `kind` (vectors.PHOTOS or TILES) at the library's current
+        generation, loaded again only when the library has changed since (another process
+        may index while this one serves)."""
         from photosearch import vectors
 
         store = self._require_store()
         generation = store.generation()
-        if self._index is None or generation != self._index_generation:
-            loaded = vectors.load(store)
-            if loaded.rebuilt_reason and self._index is None:
+        held = self._indexes.get(kind)
+        if held is None or held[1] != generation:
+            loaded = vectors.load(store, kind=kind)
+            if loaded.rebuilt_reason and held is None:
                 self.on_warning(f"the search index {loaded.rebuilt_reason}; rebuilt it from the library")
-            self._index, self._index_generation = loaded.index, generation
-        return self._index
+            self._indexes[kind] = held = (loaded.index, generation)
+        return held[0]
 
 
 def _as_paths(folders: PathLike | Sequence[PathLike]) -> list[PathLike]:
     if isinstance(folders, (str, bytes, os.PathLike)):
         return [folders]
     return list(folders)
+
+
+SORTS = ("score", "date", "path")
+
+
+def _check_within_and_sort(within: float | None, sort: str) -> None:
+    if within is not None and not (isinstance(within, (int, float)) and 0 <= within < float("inf")):
+        shown = f"{within:g}" if isinstance(within, (int, float)) else repr(within)
+        raise UsageError(f"within {shown} is not a distance from the best score", "use a number 0 or more, e.g. 0.05")
+    if sort not in SORTS:
+        raise UsageError(f"cannot sort by {sort!r}", "sort by score, date or path")
+
+
+def _query_terms(term, literal: bool) -> tuple[list, ParsedQuery | None]:
+    """The query's terms once its negations are read: the positive words, then each negated
+    phrase as a minus term of the query's own weight."""
+    from dataclasses import replace
+
+    from photosearch import negation
+
+    if term.text is None:
+        return [term], None
+    if literal:
+        return [term], ParsedQuery(term.text, term.text, literal=True)
+    parsed = negation.parse(term.text)
+    minus = [replace(term, text=phrase, weight=-abs(term.weight)) for phrase in parsed.negated]
+    return [replace(term, text=parsed.positive), *minus], parsed
+
+
+def _within_best(hits: list[Hit], within: float | None) -> list[Hit]:
+    if within is None or not hits:
+        return hits
+    floor = hits[0].score - within
+    return [h for h in hits if h.score >= floor]
+
+
+def _ordered(hits: list[Hit], sort: str) -> list[Hit]:
+    """The hits (best first) in the order asked for; Python's sort is stable, so ties keep
+    their order by score."""
+    if sort == "date":
+        hits = sorted(hits, key=lambda h: h.taken_at or "", reverse=True)
+        return [h for h in hits if h.taken_at] + [h for h in hits if not h.taken_at]
+    if sort == "path":
+        return sorted(hits, key=lambda h: os.fsencode(h.path))
+    return hits
 
 
 def _as_terms(terms: Iterable[Query] | Query) -> list[Query]:

@@ -14,10 +14,13 @@ change of meaning bumps `schema`, which every line carries as its first key). Ev
 `path` is absolute; if the name isn't valid UTF-8, undecodable bytes become U+FFFD and
 `path_bytes` (only then) holds the exact name, base64.
 
-  query       schema, query (the text, or the image's path, this line answers), rank
-              (1-based), score (cosine, -1..1, 6 decimals), path, [path_bytes], width,
-              height (pixels, upright), size_bytes, taken_at (ISO 8601 local time: EXIF
-              DateTimeOriginal, else the file's mtime)
+  query       schema, query (the text, or the image's path, this line answers as given),
+              parsed (how its words were searched once negations were read: {text: the
+              words searched for, sub: [negated phrases, subtracted like --sub]}; null
+              when the query was searched as given: no negation, --literal, an image),
+              rank (1-based by score, whatever --sort), score (cosine, -1..1, 6 decimals),
+              path, [path_bytes], width, height (pixels, upright), size_bytes, taken_at
+              (ISO 8601 local time: EXIF DateTimeOriginal, else the file's mtime)
   classify    schema, path, [path_bytes], label, probability, labels: [{label, probability}]
               (the top -k labels, most probable first)
   duplicates  schema, group (1-based, biggest first), size, photos: [{path, [path_bytes],
@@ -72,10 +75,32 @@ def path_fields(path: Path | bytes) -> dict:
 # -- what each command's items look like in each format ------------------------------------
 
 
-def hit_record(hit, query: str) -> dict:
+@dataclass(frozen=True)
+class Answering:
+    """The query a listing of hits answers: as a person reads it, and how its words were
+    read (a ParsedQuery, or None for an image)."""
+
+    query: str
+    parsed: Any = None
+
+
+def _answering(context) -> Answering:
+    return context if isinstance(context, Answering) else Answering(context)
+
+
+def parsed_field(parsed) -> dict | None:
+    """`parsed` of a query line: the words searched for and the negated ones subtracted,
+    or null when the query was searched as given."""
+    if parsed is None or not parsed.changed:
+        return None
+    return {"text": parsed.positive, "sub": list(parsed.negated)}
+
+
+def hit_record(hit, query: str, parsed=None) -> dict:
     return {
         "schema": SCHEMA_VERSION,
         "query": query,
+        "parsed": parsed_field(parsed),
         "rank": hit.rank,
         "score": round(hit.score, 6),
         **path_fields(hit.path),
@@ -152,9 +177,9 @@ class Kind:
 
 
 HITS = Kind(
-    record=hit_record,
+    record=lambda h, q: hit_record(h, _answering(q).query, _answering(q).parsed),
     csv_header=("query", "rank", "score", "path", "width", "height", "size_bytes", "taken_at"),
-    csv_rows=lambda h, q: [(q, h.rank, f"{h.score:.6f}", display_path(h.path), h.width, h.height, h.size_bytes, h.taken_at)],
+    csv_rows=lambda h, q: [(_answering(q).query, h.rank, f"{h.score:.6f}", display_path(h.path), h.width, h.height, h.size_bytes, h.taken_at)],
     table_columns=(("#", {"justify": "right", "style": "dim"}), ("score", {"justify": "right"}), ("path", {"overflow": "fold"}),
                    ("size", {"justify": "right", "style": "dim"}), ("taken", {"style": "dim"})),
     table_rows=lambda h: [(str(h.rank), f"{h.score:.3f}", display_path(h.path), _dims(h.width, h.height), h.taken_at or "")],

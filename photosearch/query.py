@@ -142,7 +142,13 @@ def image_vector(store: Store, path: bytes, get_encoder: Callable[[], object]) -
         photo = decode(path, encoder.image_size)
     except DecodeError as exc:
         raise UsageError(f"cannot use {os.fsdecode(path)} as a query image: {exc.reason}", "pass a photo, or --text to search for the words") from None
-    vector = encoder.encode_images([encoder.preprocess(photo.image)])[0]
+    crops = store.meta().get("crops", "centre")
+    if crops != "centre" and encoder.worker_crop:  # cut as the library's photos were
+        from photosearch.model.cut import model_inputs, photo_vectors
+
+        vector = photo_vectors(encoder.encode_prepared(model_inputs(photo.image, encoder.cut.with_crops(crops))), crops)[0]
+    else:
+        vector = encoder.encode_images([encoder.preprocess(photo.image)])[0]
     return vector, (stored[0].id if stored else None)
 
 
@@ -192,11 +198,13 @@ def search(
     *,
     only: np.ndarray | None = None,
     exclude: set[int] | frozenset[int] = frozenset(),
+    tiles: bool = False,
 ) -> list[Result]:
     """The `top` photos closest to `vector` (cosine), best first, at or above `threshold`.
 
     `only` restricts the search to those row ids (filters) *before* taking the top k;
-    `exclude` leaves rows out (the query's own images).
+    `exclude` leaves rows out (the query's own images). With `tiles`, the index holds a
+    vector a tile (vectors.py): a photo scores its best tile, and is listed once.
     """
     from photosearch import vectors
 
@@ -212,8 +220,11 @@ def search(
     if k <= 0:
         return []
     query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-    scores, ids = vectors.search(index, query, k, only=only, exclude=None if only is not None else exclude)
-    hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+    if tiles:
+        hits = _best_tiles(index, query, k, only, exclude)
+    else:
+        scores, ids = vectors.search(index, query, k, only=only, exclude=None if only is not None else exclude)
+        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     if threshold is not None:
         hits = [(s, i) for s, i in hits if s >= threshold]
     photos = store.photos_by_id(i for _, i in hits)
@@ -222,3 +233,33 @@ def search(
         if i in photos:
             results.append(Result(rank=len(results) + 1, score=s, photo=photos[i]))
     return results
+
+
+def _best_tiles(index, query: np.ndarray, k: int, only: np.ndarray | None, exclude) -> list[tuple[float, int]]:
+    """(score, photo id) of the k photos whose best tile is closest, best first. A photo
+    has at most MAX_TILES entries, so the k * MAX_TILES best entries hold the best tile of
+    each of the k best photos: one search, then each photo at its first (best) entry."""
+    from photosearch import vectors
+    from photosearch.model.cut import MAX_TILES
+    from photosearch.store import TILE_IDS
+
+    def entries_of(photo_ids) -> np.ndarray:
+        ids = np.fromiter(photo_ids, dtype=np.int64) if not isinstance(photo_ids, np.ndarray) else photo_ids
+        return (ids[:, None] * TILE_IDS + np.arange(MAX_TILES, dtype=np.int64)).ravel()
+
+    wanted = min(index.ntotal, k * MAX_TILES)
+    scores, ids = vectors.search(
+        index, query, wanted,
+        only=None if only is None else entries_of(only),
+        exclude=None if only is not None or not exclude else set(entries_of(exclude).tolist()),
+    )  # fmt: skip
+    hits: list[tuple[float, int]] = []
+    seen: set[int] = set()
+    for score, entry in zip(scores[0], ids[0], strict=True):
+        photo = int(entry) // TILE_IDS
+        if entry >= 0 and photo not in seen:
+            seen.add(photo)
+            hits.append((float(score), photo))
+            if len(hits) == k:
+                break
+    return hits

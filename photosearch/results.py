@@ -108,11 +108,13 @@ class LibraryInfo:
     weights_fingerprint: str | None = None
     dim: int | None = None
     vector_dtype: str | None = None
+    crops: str | None = None  # how photos are cut for the model (model/cut.py CROPS)
     photos: int | None = None
     failures: int | None = None
     index_file: Path | None = None
     index_kind: str | None = None
     index_vectors: int | None = None
+    tile_index_vectors: int | None = None  # `--crops max`: the tiles' index (docs/whole-frame.md)
     index_status: str | None = None  # 'current', 'stale' (caught up on the next query) or 'missing'
     library_bytes: int | None = None
     index_bytes: int | None = None
@@ -123,8 +125,10 @@ class LibraryInfo:
 class IndexEvent:
     """What an index run is doing, for a progress display (`Library.index(on_event=…)`)."""
 
-    kind: str  # 'problem' | 'skipped' | 'planned' | 'model' | 'progress' | 'saving' | 'warning'
-    #            | 'thumbnails' | 'thumbnail-failed'
+    kind: str  # 'problem' | 'skipped' | 'planned' | 'recut' | 'model' | 'progress' | 'saving'
+    #            | 'warning' | 'thumbnails' | 'thumbnail-failed'
+    # recut: `total` unchanged photos will be embedded again, cut the way `reason` names
+    # (index(crops=…) changed it, or a library from before there was a choice meets the default).
     # problem: a folder or file that couldn't be walked; skipped: a photo that couldn't be
     # indexed (both with `path` and `reason`); planned: `total` photos to encode; model: the
     # model (`reason`, its name) is loading; progress: `done` of `total`; saving: the search
@@ -154,3 +158,31 @@ class IndexSummary:
     problems: list = field(default_factory=list)  # ScanProblem(path, reason): what couldn't be walked
     failures: list[tuple[bytes, str]] = field(default_factory=list)  # (path bytes, reason) of this run
     converted: int = 0  # vectors converted to another precision (`vectors=`) before the run
+    crops: str = "centre"  # how the library cuts photos for the model (model/cut.py CROPS)
+    recut: int = 0  # unchanged photos embedded again, cut the library's new way (in `updated`)
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """How a text query was read (photosearch.negation): what is searched for, and the
+    negated phrases subtracted from it the way `sub` terms are."""
+
+    query: str  # as given
+    positive: str  # the words searched for: `query` itself unless a negation was taken out
+    negated: tuple[str, ...] = ()  # "a beach without people": ("people",)
+    note: str | None = None  # why a query with negation words was searched as typed
+    literal: bool = False  # reading negations was turned off (`literal=True`)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.negated)
+
+
+class Hits(list):
+    """What `Library.search` returns: a list of Hit, in the order asked for (best first
+    unless sorted otherwise), that also says how the query was read (`parsed`: a
+    ParsedQuery for a text query, None for an image or a photo)."""
+
+    def __init__(self, hits=(), parsed: ParsedQuery | None = None):
+        super().__init__(hits)
+        self.parsed = parsed

@@ -1,6 +1,6 @@
 """The library database (SQLite): the source of truth for every photo and its vector.
 
-Layout (schema version 1):
+Layout (schema version 2):
   meta(key, value)      model name / pretrained / weights fingerprint, dim, generation,
                         vector_dtype ('float32', the default, or 'float16') ...
   photos(id, path, size, mtime_ns, width, height, taken_at, taken_at_source, indexed_at,
@@ -13,7 +13,11 @@ Layout (schema version 1):
                         from `meta` first. `fingerprint`: sha256 of size + first MiB + last
                         KiB, to recognise moved and copied photos. `vector_gen`: the
                         generation whose write last set this row's vector, so the search
-                        index can catch up on just what changed.
+                        index can catch up on just what changed. `crops`: how the photo was
+                        cut for the model (model/cut.py CROPS; NULL: before there was a
+                        choice, the centre square). `tiles`: for `--crops max`, the vectors of
+                        the squares across a frame that isn't square, one after another in
+                        the same dtype (NULL otherwise); `embedding` is then their mean.
   query_cache(key, vector, used_at)
                         text query vectors by sha256(model fingerprint, phrasings, text).
   failures(path, size, mtime_ns, reason, failed_at)
@@ -39,7 +43,10 @@ import numpy as np
 
 from photosearch.errors import BusyError, LibraryError, StorageError, UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The search index of a `--crops max` library holds a vector a tile, under the entry id
+# photo id * TILE_IDS + tile number (photos with one vector: tile 0). More than cut.MAX_TILES.
+TILE_IDS = 16
 QUERY_CACHE_SIZE = 5000
 VECTOR_DTYPE = np.dtype("<f4")  # query cache vectors; photo vectors are VECTOR_DTYPES[meta]
 VECTOR_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
@@ -56,6 +63,8 @@ class PhotoRow:
     taken_at_source: str  # 'exif' or 'mtime'
     embedding: np.ndarray
     fingerprint: str | None = None
+    crops: str | None = None  # how it was cut (model/cut.py CROPS)
+    tiles: np.ndarray | None = None  # (n, dim) for --crops max of a frame that isn't square
 
 
 @dataclass
@@ -112,9 +121,15 @@ def _migrate_1(db) -> None:
     db["query_cache"].create({"key": str, "vector": bytes, "used_at": str}, pk="key")
 
 
+def _migrate_2(db) -> None:
+    """Whole-frame embeddings: how each photo was cut, and the vectors of its tiles."""
+    db.execute("ALTER TABLE photos ADD COLUMN crops TEXT")
+    db.execute("ALTER TABLE photos ADD COLUMN tiles BLOB")
+
+
 # Numbered schema changes, applied in order inside one transaction; a library records the
 # last one applied (PRAGMA user_version). Add a change as the next number, never edit one.
-MIGRATIONS = {1: _migrate_1}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
 class Store:
@@ -278,8 +293,12 @@ class Store:
         target = VECTOR_DTYPES[dtype]
         dim = int(self.meta().get("dim", 0))
 
-        def convert(blob: bytes) -> bytes:
-            return decode_vectors(blob, 1, dim).astype(target).tobytes()
+        source = self._stored_dtype()
+
+        def convert(blob: bytes | None) -> bytes | None:  # an embedding, or a photo's tiles
+            if blob is None:
+                return None
+            return decode_vectors(blob, len(blob) // (dim * source.itemsize), dim).astype(target).tobytes()
 
         self.conn.create_function("photosearch_convert_vector", 1, convert, deterministic=True)
         with self.transaction() as conn:
@@ -287,7 +306,8 @@ class Store:
                 converted = 0
             else:
                 converted = conn.execute(
-                    "UPDATE photos SET embedding = photosearch_convert_vector(embedding), vector_gen = ?",
+                    "UPDATE photos SET embedding = photosearch_convert_vector(embedding),"
+                    " tiles = photosearch_convert_vector(tiles), vector_gen = ?",
                     (self._next_generation(),),
                 ).rowcount
                 self._set_meta({"vector_dtype": dtype})
@@ -339,20 +359,21 @@ class Store:
             photo_params = [
                 (
                     r.path, r.size, r.mtime_ns, r.width, r.height, r.taken_at, r.taken_at_source, now,
-                    np.ascontiguousarray(r.embedding, dtype=dtype).tobytes(), r.fingerprint, generation,
+                    np.ascontiguousarray(r.embedding, dtype=dtype).tobytes(), r.fingerprint, generation, r.crops,
+                    None if r.tiles is None else np.ascontiguousarray(r.tiles, dtype=dtype).tobytes(),
                 )
                 for r in rows
             ]
             conn.executemany(
                 """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
-                                      indexed_at, embedding, fingerprint, vector_gen)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      indexed_at, embedding, fingerprint, vector_gen, crops, tiles)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET
                      size = excluded.size, mtime_ns = excluded.mtime_ns, width = excluded.width,
                      height = excluded.height, taken_at = excluded.taken_at,
                      taken_at_source = excluded.taken_at_source, indexed_at = excluded.indexed_at,
                      embedding = excluded.embedding, fingerprint = excluded.fingerprint,
-                     vector_gen = excluded.vector_gen""",
+                     vector_gen = excluded.vector_gen, crops = excluded.crops, tiles = excluded.tiles""",
                 photo_params,
             )
             conn.executemany("DELETE FROM failures WHERE path = ?", [(p[0],) for p in photo_params])
@@ -392,8 +413,9 @@ class Store:
             generation = self._next_generation()
             conn.executemany(
                 """INSERT INTO photos(path, size, mtime_ns, width, height, taken_at, taken_at_source,
-                                      indexed_at, embedding, fingerprint, vector_gen)
-                   SELECT ?, ?, ?, width, height, taken_at, taken_at_source, ?, embedding, fingerprint, ?
+                                      indexed_at, embedding, fingerprint, vector_gen, crops, tiles)
+                   SELECT ?, ?, ?, width, height, taken_at, taken_at_source, ?, embedding, fingerprint, ?,
+                          crops, tiles
                    FROM photos WHERE id = ?""",
                 [(path, size, mtime, now, generation, row_id) for row_id, path, size, mtime in copies],
             )
@@ -462,6 +484,100 @@ class Store:
     def photo_ids(self) -> np.ndarray:
         """Every photo's row id, ascending."""
         return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM photos ORDER BY id")), dtype=np.int64)
+
+    # -- what the search indexes hold --------------------------------------------------------
+    # A vector a photo, under its row id; and, in a `--crops max` library, a second index of
+    # a vector a tile (`tiles`, or the photo's own vector as tile 0), under photo id *
+    # TILE_IDS + tile (vectors.py). `tiles` says which.
+    def holds_tiles(self) -> bool:
+        return self.meta().get("crops") == "max"
+
+    def entry_count(self, tiles: bool) -> int:
+        if not tiles:
+            return self.count()
+        return int(self.conn.execute(
+            "SELECT coalesce(sum(CASE WHEN tiles IS NULL THEN 1 ELSE length(tiles) / length(embedding) END), 0) FROM photos"
+        ).fetchone()[0])
+
+    def entries(self, where: str = "", params: tuple = (), *, tiles: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(entry ids ascending, float32 vectors) of the photos `where` selects (an SQL
+        clause on `photos`, or all)."""
+        if not tiles:
+            return self._vectors(f"SELECT id, embedding FROM photos {where} ORDER BY id", params)
+        dim = int(self.meta().get("dim", 0))
+        ids: list[np.ndarray] = [np.zeros(0, np.int64)]
+        blobs: list[bytes] = []
+        for row_id, embedding, tiles in self.conn.execute(f"SELECT id, embedding, tiles FROM photos {where} ORDER BY id", params):
+            n = 1 if tiles is None else len(tiles) // len(embedding)
+            ids.append(row_id * TILE_IDS + np.arange(n, dtype=np.int64))
+            blobs.append(embedding if tiles is None else tiles)
+        entry_ids = np.concatenate(ids)
+        return entry_ids, decode_vectors(blobs, len(entry_ids), dim)
+
+    def iter_entries(self, tiles: bool, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`entries()` about `chunk` photos at a time; inside `snapshot()` for one version."""
+        last = -(2**63)
+        while True:
+            found = self.conn.execute("SELECT id FROM photos WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?", (last, chunk - 1)).fetchone()
+            if found is None:
+                part = self.entries("WHERE id > ?", (last,), tiles=tiles)
+                if len(part[0]):
+                    yield part
+                return
+            yield self.entries("WHERE id > ? AND id <= ?", (last, found[0]), tiles=tiles)
+            last = int(found[0])
+
+    def entry_ids(self, tiles: bool) -> np.ndarray:
+        """Every entry id the index should hold, ascending."""
+        if not tiles:
+            return self.photo_ids()
+        rows = self.conn.execute("SELECT id, CASE WHEN tiles IS NULL THEN 1 ELSE length(tiles) / length(embedding) END FROM photos ORDER BY id")
+        parts = [row_id * TILE_IDS + np.arange(n, dtype=np.int64) for row_id, n in rows]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def entries_written_after(self, generation: int, tiles: bool) -> tuple[np.ndarray, np.ndarray]:
+        return self.entries("WHERE vector_gen > ?", (generation,), tiles=tiles)
+
+    def entries_by_id(self, ids: Iterable[int], tiles: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The entries of the photos these entry ids belong to, ascending."""
+        per = TILE_IDS if tiles else 1
+        wanted = sorted({int(i) // per for i in ids})
+        dim = int(self.meta().get("dim", 0))
+        parts = [(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))]
+        for chunk, marks in _chunks(wanted):
+            parts.append(self.entries(f"WHERE id IN ({marks})", tuple(chunk), tiles=tiles))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def tiles_of(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """photo id -> its tiles' vectors (n, dim), for those of `ids` that have tiles."""
+        dim = int(self.meta().get("dim", 0))
+        found: dict[int, np.ndarray] = {}
+        for chunk, marks in _chunks(sorted({int(i) for i in ids})):
+            for row_id, embedding, tiles in self.conn.execute(
+                f"SELECT id, embedding, tiles FROM photos WHERE tiles IS NOT NULL AND id IN ({marks})", chunk
+            ):
+                found[row_id] = decode_vectors(tiles, len(tiles) // len(embedding), dim)
+        return found
+
+    def cut_otherwise(self, crops: str, slack: float) -> set[bytes]:
+        """Paths of the photos cut other than `crops` says whose frame is more than `slack`
+        from square (a square one is cut the same every way: model/cut.py)."""
+        return {
+            path
+            for (path,) in self.conn.execute(
+                """SELECT path FROM photos WHERE coalesce(crops, 'centre') != ?
+                   AND (width IS NULL OR height IS NULL OR max(width, height) > min(width, height) * ?)""",
+                (crops, 1 + slack),
+            )
+        }
+
+    def set_crops(self, crops: str) -> None:
+        """Record how the library cuts photos from now on; whether it keeps an index of
+        tiles changes with it (`holds_tiles`), so this is a new generation."""
+        with self.transaction():
+            if self.meta().get("crops") != crops:
+                self._set_meta({"crops": crops})
+                self._bump_generation()
 
     def _vectors(self, sql: str, params: tuple) -> tuple[np.ndarray, np.ndarray]:
         dim = int(self.meta().get("dim", 0))
@@ -565,11 +681,11 @@ class Store:
         yield from self.conn.execute(sql, params)
 
     # -- the search index's manifest ---------------------------------------------------------
-    def index_manifest(self) -> dict[str, str]:
-        """What the search index file holds, as recorded when it was written (vectors.py)."""
-        return {k: v for k, v in self.meta().items() if k.startswith("index_")}
+    def index_manifest(self, prefix: str = "index_") -> dict[str, str]:
+        """What a search index file holds, as recorded when it was written (vectors.py)."""
+        return {k: v for k, v in self.meta().items() if k.startswith(prefix)}
 
-    def record_index(self, generation: int, manifest: dict[str, object], swap: Callable[[], None]) -> bool:
+    def record_index(self, generation: int, manifest: dict[str, object], swap: Callable[[], None], prefix: str = "index_") -> bool:
         """Put a new index file in place (`swap`) and record its `manifest`, in one write
         transaction, if the library is still at `generation`: holding SQLite's write lock
         while the file is swapped keeps file and manifest in step with any other process
@@ -579,7 +695,7 @@ class Store:
             if current != generation:
                 return False
             swap()
-            self._set_meta({"index_generation": generation, **{f"index_{k}": v for k, v in manifest.items()}})
+            self._set_meta({f"{prefix}generation": generation, **{f"{prefix}{k}": v for k, v in manifest.items()}})
         return True
 
 

@@ -19,6 +19,12 @@ while holding SQLite's write lock, together with a manifest in the library's `me
 version of the library it holds. A missing, truncated or corrupt file is detected on load
 and rebuilt from SQLite, never silently empty. Vectors are kept under their SQLite row ids.
 
+A library indexed with `--crops max` has a second index of the same kind beside it
+(`library.db.tiles.faiss`, manifest keys `tiles_index_*`): a vector a tile, under the entry id
+row id * store.TILE_IDS + tile (a photo with one vector: tile 0). Text searches go there and
+map entries back to photos, each photo once at its best tile's score (query.py); image
+queries compare photos' own vectors in the first. Everything below holds for both (`kind`).
+
 Keeping up: every photo row records the generation that last wrote its vector (`vector_gen`,
 store.py). An index file that is whole but older than the library is brought up to date by
 dropping the ids SQLite no longer has or has rewritten and adding the rows written since,
@@ -76,14 +82,23 @@ FLAT_HEADER = 64
 BLOCK = 4096
 
 
-def index_path(library: Path) -> Path:
-    return Path(str(library) + ".faiss")
+PHOTOS, TILES = "photos", "tiles"  # the two kinds of index (see the module docstring)
+
+
+def index_path(library: Path, kind: str = PHOTOS) -> Path:
+    return Path(str(library) + (".faiss" if kind == PHOTOS else ".tiles.faiss"))
+
+
+def _prefix(kind: str) -> str:
+    """The index's manifest keys in `meta` start with this."""
+    return "index_" if kind == PHOTOS else "tiles_index_"
 
 
 @dataclass
 class LoadedIndex:
     index: object  # FlatIndex or faiss.Index
     rebuilt_reason: str | None  # why it had to be rebuilt or caught up from SQLite, or None
+    tiles: bool = False  # it holds tiles (entry ids), not photos (row ids)
 
 
 class FlatIndex:
@@ -151,22 +166,24 @@ class FlatIndex:
 # -- building ---------------------------------------------------------------------------
 
 
-def build(store: Store):
-    """A fresh index of every vector in the library (call inside `store.snapshot()` to build
-    from one consistent version)."""
+def build(store: Store, kind: str = PHOTOS):
+    """A fresh index of every vector in the library, or of every tile (call inside
+    `store.snapshot()` to build from one consistent version)."""
     dtype = store.vector_dtype()
     dim = int(store.meta().get("dim", 0))
-    n = store.count()
+    tiles = kind == TILES
+    n = store.entry_count(tiles)
     if n < ANN_THRESHOLD:
-        ids, matrix = store.all_vectors()
+        ids, matrix = store.entries(tiles=tiles)
         return build_from(ids, matrix, dim, dtype=dtype)
     # Train on a sample, then add a chunk at a time: a million float32 vectors needn't sit in
     # memory next to the index.
-    ids = store.photo_ids()
+    ids = store.entry_ids(tiles)
     index = _empty_ivf(dim, int(np.sqrt(n)), dtype)
     sample = np.sort(np.random.default_rng(0).choice(ids, size=_train_size(n, index.nlist), replace=False))
-    _train(index, store.vectors_by_id(sample)[1])
-    for chunk_ids, matrix in store.iter_vectors(ADD_CHUNK):
+    found, matrix = store.entries_by_id(sample, tiles)
+    _train(index, matrix[np.isin(found, sample)])
+    for chunk_ids, matrix in store.iter_entries(tiles, ADD_CHUNK):
         index.add_with_ids(matrix, chunk_ids)
     return index
 
@@ -272,43 +289,62 @@ def search(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool 
 # -- loading and keeping up ---------------------------------------------------------------
 
 
-def load(store: Store, *, persist: bool = True) -> LoadedIndex:
+def load(store: Store, *, persist: bool = True, kind: str = PHOTOS) -> LoadedIndex:
     """The index for the library's current generation: from the file if it is whole and
     current; caught up from SQLite if it is whole but older; else rebuilt from SQLite. What
-    was caught up or rebuilt is saved if `persist` and the folder is writable."""
-    version = _current(store)
+    was caught up or rebuilt is saved if `persist` and the folder is writable. `kind`:
+    PHOTOS, or TILES for a library that holds them (`store.holds_tiles()`)."""
+    version = _current(store, kind)
     if version.reason is not None and persist:
         try:
             _save(store, version)
         except (OSError, sqlite3.Error, PhotosearchError):
             pass  # a read-only library still answers queries from the rebuilt index
-    return LoadedIndex(version.index, version.reason)
+    return LoadedIndex(version.index, version.reason, kind == TILES)
 
 
-def status(store: Store) -> str:
+def status(store: Store, kind: str = PHOTOS) -> str:
     """'current', 'stale' or 'missing': the index file as its manifest describes it (a
     damaged file passes for current here; loading it finds out and rebuilds it)."""
-    manifest = store.index_manifest()
-    path = index_path(store.path)
+    manifest, key = store.index_manifest(_prefix(kind)), _prefix(kind)
+    path = index_path(store.path, kind)
     if not path.exists():
         return "missing"
     current = (
-        manifest.get("index_generation") == str(store.generation())
-        and manifest.get("index_format") in ("flat", "faiss")
-        and str(path.stat().st_size) == manifest.get("index_bytes")
+        manifest.get(key + "generation") == str(store.generation())
+        and manifest.get(key + "format") in ("flat", "faiss")
+        and str(path.stat().st_size) == manifest.get(key + "bytes")
     )
     return "current" if current else "stale"
 
 
 def refresh(store: Store) -> str:
-    """After an index run: bring the file up to the library's generation. Returns 'current'
-    (nothing to do: the file is not even read, let alone rewritten), 'updated' (caught up
-    in place) or 'rebuilt'. Errors writing the file are raised."""
-    if status(store) == "current":
+    """After an index run: bring the file up to the library's generation (and the tiles'
+    file, for a library that holds tiles; one that no longer does loses it). Returns
+    'current' (nothing to do: the file is not even read, let alone rewritten), 'updated'
+    (caught up in place) or 'rebuilt', for the photos' index. Errors writing are raised."""
+    outcome = _refresh(store, PHOTOS)
+    if store.holds_tiles():
+        _refresh(store, TILES)
+    else:
+        _drop(store, TILES)
+    return outcome
+
+
+def _refresh(store: Store, kind: str) -> str:
+    if status(store, kind) == "current":
         return "current"
-    version = _current(store)
+    version = _current(store, kind)
     _save(store, version)
     return "updated" if version.caught_up else "rebuilt"
+
+
+def _drop(store: Store, kind: str) -> None:
+    """Remove an index the library no longer keeps (its file; its manifest says nothing)."""
+    try:
+        index_path(store.path, kind).unlink()
+    except FileNotFoundError:
+        pass
 
 
 @dataclass
@@ -318,34 +354,35 @@ class _Version:
     trained_on: int | None  # IVF: how many vectors its lists were trained on
     reason: str | None = None  # not the file's version as it was: why
     caught_up: bool = False
+    kind: str = PHOTOS
 
 
-def _current(store: Store) -> _Version:
+def _current(store: Store, kind: str) -> _Version:
     """The index at the library's current generation, in one consistent snapshot."""
     with store.snapshot():
         meta = store.meta()
         generation = int(meta.get("generation", 0))
-        cached, reason = _read_file(store, meta)
+        cached, reason = _read_file(store, meta, kind)
         if cached is not None and cached.generation == generation:
             return cached
         if cached is not None:
             caught_up = _catch_up(store, cached, meta)
             if caught_up is not None:
-                return _Version(caught_up, generation, cached.trained_on, "is out of date", caught_up=True)
+                return _Version(caught_up, generation, cached.trained_on, "is out of date", caught_up=True, kind=kind)
             reason = "is out of date"
-        index = build(store)
+        index = build(store, kind)
         trained_on = index.ntotal if not isinstance(index, FlatIndex) else None
-        return _Version(index, generation, trained_on, reason or "is out of date")
+        return _Version(index, generation, trained_on, reason or "is out of date", kind=kind)
 
 
-def _read_file(store: Store, meta: dict[str, str]) -> tuple[_Version | None, str | None]:
+def _read_file(store: Store, meta: dict[str, str], kind: str) -> tuple[_Version | None, str | None]:
     """The file as its manifest describes it, or (None, what is wrong with it)."""
-    path = index_path(store.path)
-    fmt = meta.get("index_format")
-    checksum = meta.get("index_checksum")
+    path, key = index_path(store.path, kind), _prefix(kind)
+    fmt = meta.get(key + "format")
+    checksum = meta.get(key + "checksum")
     if not path.exists():
         return None, "is missing"
-    if fmt not in ("flat", "faiss") or checksum is None or "index_generation" not in meta:
+    if fmt not in ("flat", "faiss") or checksum is None or key + "generation" not in meta:
         return None, "is out of date"
     try:
         with open(path, "rb") as f:
@@ -354,10 +391,10 @@ def _read_file(store: Store, meta: dict[str, str]) -> tuple[_Version | None, str
         return None, str(exc)
     except OSError:
         return None, "can't be read"
-    if index.ntotal != int(meta.get("index_count", -1)):
+    if index.ntotal != int(meta.get(key + "count", -1)):
         return None, "holds the wrong number of vectors"
-    trained = meta.get("index_trained_on")
-    return _Version(index, int(meta["index_generation"]), int(trained) if trained else None), None
+    trained = meta.get(key + "trained_on")
+    return _Version(index, int(meta[key + "generation"]), int(trained) if trained else None, kind=kind), None
 
 
 class _Damaged(Exception):
@@ -401,8 +438,8 @@ def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
     """`cached.index` brought from its generation to the library's: the rows SQLite no longer
     has or has rewritten since are dropped, the rewritten and new ones added. None when a
     rebuild is due instead (see the module docstring)."""
-    index = cached.index
-    n = store.count()
+    index, tiles = cached.index, cached.kind == TILES
+    n = store.entry_count(tiles)
     flat = isinstance(index, FlatIndex)
     if flat != (n < ANN_THRESHOLD) or cached.generation > int(meta["generation"]):
         return None
@@ -414,8 +451,8 @@ def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
             return None
         if _stores_float16(index) != (store.vector_dtype() == "float16"):
             return None
-    current = store.photo_ids()
-    changed_ids, changed = store.vectors_written_after(cached.generation)
+    current = store.entry_ids(tiles)
+    changed_ids, changed = store.entries_written_after(cached.generation, tiles)
     held = index.ids if flat else _faiss_ids(index)
     gone = np.union1d(np.setdiff1d(held, current, assume_unique=True), changed_ids)
     if flat:
@@ -453,16 +490,16 @@ def _faiss_ids(index) -> np.ndarray:
 # -- saving -----------------------------------------------------------------------------
 
 
-def save(store: Store, index, generation: int, *, trained_on: int | None = None) -> bool:
+def save(store: Store, index, generation: int, *, trained_on: int | None = None, kind: str = PHOTOS) -> bool:
     """Write `index` atomically and record it in the manifest, if the library is still at
     `generation`. Returns False when the library moved on (the file would be stale)."""
     if trained_on is None and not isinstance(index, FlatIndex):
         trained_on = index.ntotal
-    return _save(store, _Version(index, generation, trained_on))
+    return _save(store, _Version(index, generation, trained_on, kind=kind))
 
 
 def _save(store: Store, version: _Version) -> bool:
-    target = index_path(store.path)
+    target = index_path(store.path, version.kind)
     try:
         fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -487,7 +524,7 @@ def _save(store: Store, version: _Version) -> bool:
             "kind": kind(version.index),
             "trained_on": version.trained_on,
         }
-        if not store.record_index(version.generation, manifest, lambda: os.replace(tmp, target)):
+        if not store.record_index(version.generation, manifest, lambda: os.replace(tmp, target), _prefix(version.kind)):
             os.unlink(tmp)
             return False
         _fsync_dir(target.parent)
@@ -532,12 +569,13 @@ def _sum64(data: np.ndarray) -> str:
 
 def remove_leftovers(library: Path) -> None:
     """Temp files of saves that were killed half-way (only the writer calls this)."""
-    target = index_path(library)
-    for leftover in target.parent.glob(target.name + ".*.tmp"):
-        try:
-            leftover.unlink()
-        except OSError:
-            pass
+    for kind in (PHOTOS, TILES):
+        target = index_path(library, kind)
+        for leftover in target.parent.glob(target.name + ".*.tmp"):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
 
 
 def _fsync_dir(folder: Path) -> None:

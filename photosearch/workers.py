@@ -24,7 +24,7 @@ from PIL import Image
 from photosearch.config import usable_cpus
 from photosearch.decode import DecodedPhoto, decode
 from photosearch.errors import DecodeError
-from photosearch.model.cut import Cut, model_input
+from photosearch.model.cut import Cut, model_inputs
 from photosearch.scan import PhotoFile, content_fingerprint
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -41,10 +41,16 @@ class Prepare:
     # Where the workers write thumbnails of what they decode (None: they don't). A path, not
     # looked up in the worker: a forkserver's children see the environment it started with.
     thumbnails: str | None = None
+    crops: str = "centre"  # how much of the frame the model sees (model/cut.py CROPS)
+    fill: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
     def of(cls, cut: Cut, max_pixels: int | None, thumbnails: str | None = None) -> "Prepare":
-        return cls(size=cut.size, interpolation=cut.interpolation, crop=cut.crop, max_pixels=max_pixels, thumbnails=thumbnails)
+        return cls(size=cut.size, interpolation=cut.interpolation, crop=cut.crop, max_pixels=max_pixels,
+                   thumbnails=thumbnails, crops=cut.crops, fill=cut.fill)  # fmt: skip
+
+    def cut(self) -> Cut:
+        return Cut(self.size, self.interpolation, self.crop, self.crops, self.fill)
 
     def decode_side(self) -> int:
         """The short side to decode to: the model's input, or what a thumbnail needs if that
@@ -60,7 +66,9 @@ class Prepared:
     file: PhotoFile
     existed: bool
     photo: DecodedPhoto | None = None  # metadata; `image` is dropped after preparation
-    pixels: np.ndarray | Image.Image | None = None  # (size, size, 3) uint8, or a PIL image
+    # The model's inputs: (size, size, 3) uint8 arrays, one a tile (model/cut.py), or the
+    # decoded picture for the encoder's own transform.
+    pixels: list[np.ndarray] | Image.Image | None = None
     reason: str | None = None
     fingerprint: str | None = None
     thumbnail_error: str | None = None  # the photo is fine, its thumbnail couldn't be made
@@ -83,7 +91,7 @@ def prepare_one(job: tuple[PhotoFile, bool, Prepare, str | None]) -> Prepared:
             fingerprint = None
     thumbnail_error = _save_thumbnail(file, fingerprint, photo, how.thumbnails) if how.thumbnails else None
     if how.crop:
-        pixels: np.ndarray | Image.Image = model_input(photo.image, how.size, how.interpolation)
+        pixels: list[np.ndarray] | Image.Image = model_inputs(photo.image, how.cut())
     else:
         pixels = photo.image
     photo.image = None  # type: ignore[assignment]  # don't ship the picture twice

@@ -51,7 +51,9 @@ def _fast(encoder: Encoder, path) -> np.ndarray:
     how = Prepare(size=encoder.image_size, interpolation=encoder.interpolation, crop=encoder.worker_crop)
     prepared = prepare_one((PhotoFile(os.fsencode(path), st.st_size, st.st_mtime_ns), False, how, None))
     assert prepared.reason is None
-    return encoder.encode_prepared([prepared.pixels])[0]
+    pixels = prepared.pixels if isinstance(prepared.pixels, list) else [prepared.pixels]
+    assert len(pixels) == 1  # the centre crop: open_clip's own transform
+    return encoder.encode_prepared(pixels)[0]
 
 
 @pytest.fixture(scope="module")

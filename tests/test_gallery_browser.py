@@ -207,3 +207,36 @@ def test_duplicates_are_shown_side_by_side(page, gallery):
     assert sorted(names) == ["a_copy.jpg", "a_img_00000.jpg"]
     boxes = [group.locator(".tile").nth(i).bounding_box() for i in range(2)]
     assert abs(boxes[0]["y"] - boxes[1]["y"]) < 1 and boxes[1]["x"] > boxes[0]["x"]  # one row
+
+
+def test_a_negation_is_shown_as_read_and_can_be_searched_as_typed(page, gallery):
+    found = search(page, "a circle without red")
+    reading = page.locator("#reading")
+    assert reading.is_visible()
+    assert reading.inner_text().startswith("Searched for “a circle” − “red”, read from “a circle without red”.")
+    assert found == cli_names(gallery, "a circle without red", "-k", "48")
+    assert "red circle" not in [gallery["labels"][name] for name in found[:10]]
+    page.click("#reading-literal")
+    page.wait_for_function("() => document.querySelector('#reading').hidden")  # hidden once the new page is in
+    assert page.is_checked("#literal")
+    as_typed = alts(page)
+    assert as_typed == cli_names(gallery, "a circle without red", "-k", "48", "--literal")
+    assert "red circle" in [gallery["labels"][name] for name in as_typed[:10]]
+
+
+def test_sort_and_within_controls_reorder_and_cut_the_results(page, gallery):
+    search(page, "a red circle")
+    page.select_option("#sort", "date")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('newest first')")
+    newest = alts(page)
+    assert newest == cli_names(gallery, "a red circle", "-k", "200", "--sort", "date")[:48]
+    assert newest[0].startswith("b_")  # the 2021 pictures come first
+    dates = page.locator("#grid .tile .date").all_inner_texts()
+    assert dates == sorted(dates, reverse=True)
+    page.select_option("#sort", "score")
+    page.fill("#within", "0.05")
+    page.press("#within", "Enter")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('within 0.05 of the best')")
+    close = alts(page)
+    assert close == cli_names(gallery, "a red circle", "-k", "48", "--within", "0.05")
+    assert 0 < len(close) < 48

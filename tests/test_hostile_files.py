@@ -363,6 +363,10 @@ _FILE_REASONS = "|".join([
     _CORRUPT,
     r"^too large: ",
     r"^empty image \(\d+x\d+ pixels\)$",
+    # A camera RAW signature (b"FUJIFILMCCD-RAW" was found) goes to LibRaw (photosearch/raw.py).
+    r"^unreadable or corrupt RAW data: \S",
+    r"^not a RAW file LibRaw can read \(unsupported camera or corrupt file\)$",
+    r"^too large for LibRaw$",
 ])
 
 # Valid signatures followed by noise: gets past format detection into each parser.

@@ -24,24 +24,43 @@ def indexed(cli, tiny_model, tmp_path, isolated_home):
 
 
 def stored_vectors(home: Path) -> dict[str, np.ndarray]:
+    """Each photo's vectors as a search scores them, read straight from SQLite: (tiles, dim)
+    for a photo with tiles (`--crops max`, the default, and a frame that isn't square), else
+    (1, dim); a photo scores its best row."""
     conn = sqlite3.connect(home / "data" / "library.db")
-    out = {os.fsdecode(p): np.frombuffer(e, dtype="<f4") for p, e in conn.execute("SELECT path, embedding FROM photos")}
+    out = {}
+    for path, embedding, tiles in conn.execute("SELECT path, embedding, tiles FROM photos"):
+        out[os.fsdecode(path)] = np.frombuffer(tiles if tiles is not None else embedding, dtype="<f4").reshape(-1, len(embedding) // 4)
     conn.close()
     return out
 
 
-def test_a_photos_own_vector_ranks_it_first(indexed, isolated_home):
+def score(vectors: np.ndarray, query: np.ndarray) -> float:
+    return float((vectors @ query).max())
+
+
+def test_each_of_a_photos_vectors_ranks_it_first_once(indexed, isolated_home):
+    """In the photos' index by its own vector, in the index of tiles by each of its tiles:
+    itself first, at cosine 1, listed once."""
     from photosearch import vectors
     from photosearch.query import search
     from photosearch.store import Store
 
     store = Store.open(isolated_home / "data" / "library.db")
-    index = vectors.load(store).index
-    for path, vector in stored_vectors(isolated_home).items():
-        results = search(store, index, vector, top=3)
-        assert results[0].photo.path.decode() == path
-        assert results[0].score == pytest.approx(1.0, abs=1e-5)
-        assert results[0].score > results[1].score
+    photos = stored_vectors(isolated_home)
+    assert sum(len(v) for v in photos.values()) > len(photos)  # some photos have tiles
+    conn = sqlite3.connect(isolated_home / "data" / "library.db")
+    own = {os.fsdecode(p): np.frombuffer(e, dtype="<f4") for p, e in conn.execute("SELECT path, embedding FROM photos")}
+    conn.close()
+    for kind, queries in ((vectors.PHOTOS, {p: v[None] for p, v in own.items()}), (vectors.TILES, photos)):
+        index = vectors.load(store, kind=kind).index
+        for path, rows in queries.items():
+            for vector in rows:
+                results = search(store, index, vector, top=3, tiles=kind == vectors.TILES)
+                assert results[0].photo.path.decode() == path
+                assert results[0].score == pytest.approx(1.0, abs=1e-5)
+                assert results[0].score > results[1].score
+                assert len({r.photo.id for r in results}) == 3
 
 
 def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed, tiny_model, isolated_home):
@@ -54,7 +73,7 @@ def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed,
     texts = [t.replace("{}", "a blue square") for t in DEFAULT_TEMPLATES]
     q = encoder.encode_texts(texts).mean(axis=0)
     q /= np.linalg.norm(q)
-    expected = sorted(((float(v @ q), p) for p, v in stored_vectors(isolated_home).items()), reverse=True)[:5]
+    expected = sorted(((score(v, q), p) for p, v in stored_vectors(isolated_home).items()), reverse=True)[:5]
 
     result = cli("query", "a blue square", "-k", "5", "--json")
     assert result.exit_code == 0, result.stderr
@@ -65,9 +84,9 @@ def test_text_query_ranks_by_cosine_with_the_ensembled_text_vector(cli, indexed,
 
     single = cli("query", "a blue square", "-k", "5", "--no-ensemble", "--json")
     q1 = encoder.encode_texts(["a blue square"])[0]
-    top1 = max(stored_vectors(isolated_home).items(), key=lambda kv: float(kv[1] @ q1))[0]
+    top1 = max(stored_vectors(isolated_home).items(), key=lambda kv: score(kv[1], q1))[0]
     assert json.loads(single.stdout.splitlines()[0])["path"] == top1
-    assert json.loads(single.stdout.splitlines()[0])["score"] == pytest.approx(float(stored_vectors(isolated_home)[top1] @ q1), abs=1e-5)
+    assert json.loads(single.stdout.splitlines()[0])["score"] == pytest.approx(score(stored_vectors(isolated_home)[top1], q1), abs=1e-5)
 
 
 def test_custom_templates_replace_the_default_ensemble(cli, indexed, tiny_model, isolated_home):
@@ -82,7 +101,7 @@ def test_custom_templates_replace_the_default_ensemble(cli, indexed, tiny_model,
     def expected_scores(phrasings):
         q = encoder.encode_texts(phrasings).mean(axis=0)
         q /= np.linalg.norm(q)
-        return sorted(((float(v @ q), p) for p, v in photos.items()), reverse=True)[:4]
+        return sorted(((score(v, q), p) for p, v in photos.items()), reverse=True)[:4]
 
     templates = ["a painting of {}.", "{} in the snow"]
     custom = cli("query", "a cat", "-k", "4", "--json", *[a for t in templates for a in ("--template", t)])
@@ -104,9 +123,9 @@ def test_json_lines_carry_the_documented_fields(cli, indexed):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 3
     for record in lines:
-        assert list(record) == ["schema", "query", "rank", "score", "path", "width", "height", "size_bytes", "taken_at"]
+        assert list(record) == ["schema", "query", "parsed", "rank", "score", "path", "width", "height", "size_bytes", "taken_at"]
         assert record["schema"] == 1
-        assert record["query"] == "red"
+        assert record["query"] == "red" and record["parsed"] is None
         assert Path(record["path"]).is_file()
         assert record["size_bytes"] == Path(record["path"]).stat().st_size
         assert record["width"] >= 120 and record["height"] >= 120
@@ -178,11 +197,15 @@ def test_querying_without_a_library_says_how_to_make_one(cli, isolated_home):
     )
 
 
-def test_missing_or_corrupt_index_file_is_rebuilt_not_empty(cli, indexed, isolated_home):
-    expected = cli("query", "yellow", "-k", "5").stdout
-    faiss_file = isolated_home / "data" / "library.db.faiss"
+@pytest.mark.parametrize("name", ["library.db.tiles.faiss", "library.db.faiss"])
+def test_missing_or_corrupt_index_file_is_rebuilt_not_empty(cli, indexed, isolated_home, name):
+    """Words search the index of tiles (--crops max, the default); a photo, the photos'."""
+    query = "yellow" if "tiles" in name else str(indexed[0])
+    expected = cli("query", query, "-k", "5").stdout
+    assert len(expected.splitlines()) == 5
+    faiss_file = isolated_home / "data" / name
     faiss_file.unlink()
-    result = cli("query", "yellow", "-k", "5")
+    result = cli("query", query, "-k", "5")
     assert result.stdout == expected
     assert "warning: the search index is missing; rebuilt it from the library." in result.stderr
     assert faiss_file.exists()
@@ -190,12 +213,12 @@ def test_missing_or_corrupt_index_file_is_rebuilt_not_empty(cli, indexed, isolat
     data = bytearray(faiss_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
-    result = cli("query", "yellow", "-k", "5")
+    result = cli("query", query, "-k", "5")
     assert result.stdout == expected
     assert "corrupt" in result.stderr
 
     faiss_file.write_bytes(bytes(data[:100]))
-    assert cli("query", "yellow", "-k", "5").stdout == expected
+    assert cli("query", query, "-k", "5").stdout == expected
 
 
 def test_broken_pipe_exits_quietly(indexed, isolated_home):

@@ -22,8 +22,9 @@ from tests.support.pictures import make_pictures
 
 
 def rows(db: Path) -> dict[bytes, np.ndarray]:
+    """path -> the photo's vector followed by its tiles' (if any), as stored."""
     conn = sqlite3.connect(db)
-    out = {p: np.frombuffer(e, dtype="<f4") for p, e in conn.execute("SELECT path, embedding FROM photos")}
+    out = {p: np.frombuffer(e + (t or b""), dtype="<f4") for p, e, t in conn.execute("SELECT path, embedding, tiles FROM photos")}
     conn.close()
     return out
 
@@ -110,14 +111,18 @@ def test_a_library_from_schema_1_is_migrated(cli, tiny_model, tmp_path):
 
 def _state(db: Path, tiny_model: Path) -> tuple[dict, dict, list]:
     """(rows, FAISS contents by path, query results) of a library, via the product itself."""
+    from photosearch import store as store_module
     from photosearch import vectors
     from photosearch.store import Store
 
     store = Store.open(db)
-    index = vectors.load(store).index
-    ids, _ = store.all_vectors()
-    paths = {i: p.path for i, p in store.photos_by_id(ids.tolist()).items()}
-    faiss_contents = {paths[int(i)]: index.reconstruct(int(i)) for i in ids}
+    faiss_contents = {}
+    for kind in (vectors.PHOTOS, vectors.TILES) if store.holds_tiles() else (vectors.PHOTOS,):
+        index = vectors.load(store, kind=kind).index
+        per = store_module.TILE_IDS if kind == vectors.TILES else 1  # a tile's entry id: photo id * TILE_IDS + tile
+        entries, _ = store.entries(tiles=kind == vectors.TILES)
+        paths = {i: p.path for i, p in store.photos_by_id((entries // per).tolist()).items()}
+        faiss_contents |= {(kind, paths[int(e) // per], int(e) % per): index.reconstruct(int(e)) for e in entries}
     store.close()
     results = []
     for text in ("a red square", "something blue"):
@@ -170,14 +175,16 @@ def test_killing_index_at_random_moments_loses_nothing(tiny_model, tmp_path):
     subprocess.run([*command, "--db", str(db)], cwd=REPO, env=env, check=True, timeout=300)
     clean = tmp_path / "clean.db"
     subprocess.run([*command, "--db", str(clean)], cwd=REPO, env=env, check=True, timeout=300)
-    assert list(tmp_path.glob("killed.db.faiss.*.tmp")) == []  # half-written saves are cleaned up
+    assert list(tmp_path.glob("killed.db*.faiss.*.tmp")) == []  # half-written saves are cleaned up
 
     clean_rows, clean_faiss, clean_results = _state(clean, tiny_model)
     got_rows, got_faiss, got_results = _state(db, tiny_model)
     assert sorted(got_rows) == sorted(clean_rows)
     for path, vector in clean_rows.items():
         np.testing.assert_allclose(got_rows[path], vector, atol=1e-5)
-        np.testing.assert_allclose(got_faiss[path], clean_faiss[path], atol=1e-5)
+    assert sorted(got_faiss) == sorted(clean_faiss)  # the same entries in both indexes
+    for key, vector in clean_faiss.items():
+        np.testing.assert_allclose(got_faiss[key], vector, atol=1e-5)
     for got, want in zip(got_results, clean_results, strict=True):
         assert [p for p, _ in got] == [p for p, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)

@@ -94,11 +94,11 @@ def test_a_photos_own_vector_finds_its_class_first(heldout):
 
     folder, labels, db = heldout
     store = Store.open(db)
-    index = vectors.load(store).index
+    loaded = vectors.load(store)
     precisions = []
     for row_id, path, blob in store.conn.execute("SELECT id, path, embedding FROM photos"):
         own = labels[Path(path.decode()).name]
-        results = search(store, index, np.frombuffer(blob, dtype="<f4"), top=PER_CLASS)
+        results = search(store, loaded.index, np.frombuffer(blob, dtype="<f4"), top=PER_CLASS, tiles=loaded.tiles)
         assert results[0].photo.id == row_id  # itself first, at cosine 1
         others = [labels[Path(r.photo.path.decode()).name] for r in results[1:]]
         precisions.append(others.count(own) / len(others))

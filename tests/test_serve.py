@@ -109,6 +109,54 @@ def test_filters_are_the_cli_filters(setup):
     assert {Path(r["path"]).parent.name for r in in_2021} == {"2021"}
 
 
+def test_negations_are_read_as_the_cli_reads_them(setup):
+    server = setup["server"]
+    page = server.api("/api/search", q="a red square without blue", top=6).json()
+    assert page["query"] == "a red square without blue"
+    assert page["parsed"] == {"text": "a red square", "sub": ["blue"]} and page["note"] is None
+    assert [without_id(r) for r in page["results"]] == cli_json(setup, "query", "a red square without blue", "-k", "6")
+    assert all(r["parsed"] == page["parsed"] for r in page["results"])
+    literal = server.api("/api/search", q="a red square without blue", top=6, literal="true").json()
+    assert literal["parsed"] is None and literal["note"] is None
+    assert [without_id(r) for r in literal["results"]] == cli_json(setup, "query", "a red square without blue", "-k", "6", "--literal")
+    assert [r["id"] for r in literal["results"]] != [r["id"] for r in page["results"]]
+    nothing_left = server.api("/api/search", q="not blue", top=3).json()
+    assert nothing_left["parsed"] is None
+    assert nothing_left["note"] == 'nothing would be left to look for once "blue" is taken away'
+
+
+def test_within_and_sort_are_the_cli_options(setup):
+    server = setup["server"]
+    every = server.api("/api/search", q="green", top=16).json()["results"]
+    d = every[0]["score"] - (every[4]["score"] + every[5]["score"]) / 2  # keeps the best five
+    close = server.api("/api/search", q="green", top=16, within=f"{d:.6f}").json()
+    assert [r["id"] for r in close["results"]] == [r["id"] for r in every[:5]] and close["more"] is False
+    assert [without_id(r) for r in close["results"]] == cli_json(setup, "query", "green", "-k", "16", "--within", f"{d:.6f}")
+    for sort in ("date", "path"):
+        sorted_page = server.api("/api/search", q="green", top=10, k=10, sort=sort).json()["results"]
+        assert [without_id(r) for r in sorted_page] == cli_json(setup, "query", "green", "-k", "10", "--sort", sort), sort
+        assert {r["id"] for r in sorted_page} == {r["id"] for r in every[:10]}
+
+
+def test_sorted_results_page_through_one_set(setup):
+    server = setup["server"]
+    whole = server.api("/api/search", q="blue", top=12, k=12, sort="path").json()
+    assert whole["more"] is False and len(whole["results"]) == 12
+    pages, offset = [], 0
+    while True:
+        page = server.api("/api/search", q="blue", top=5, offset=offset, k=12, sort="path").json()
+        pages += page["results"]
+        offset += 5
+        if not page["more"]:
+            break
+    assert [r["id"] for r in pages] == [r["id"] for r in whole["results"]]
+    assert [r["path"] for r in pages] == sorted(r["path"] for r in pages)
+    by_date = server.api("/api/search", q="blue", top=48, sort="date").json()["results"]
+    assert len(by_date) == 16  # the whole library is fewer than the 200 best a date sort orders
+    dates = [r["taken_at"] for r in by_date]
+    assert dates == sorted(dates, reverse=True)
+
+
 def test_duplicates_are_the_cli_groups_with_ids(setup):
     server = setup["server"]
     answer = server.api("/api/duplicates", threshold="0.99").json()
@@ -165,6 +213,12 @@ def test_an_uploaded_image_is_an_image_query(setup):
         ("/api/search?q=red&template=no+placeholder", 400, "template"),
         ("/api/search?q=red&colour=blue", 400, "colour"),
         ("/api/search?q=red&like=1", 400, "two queries"),
+        ("/api/search?q=red&within=-0.1", 400, "within"),
+        ("/api/search?q=red&within=close", 400, "within"),
+        ("/api/search?q=red&sort=size", 400, "sort"),
+        ("/api/search?q=red&sort=date&sort=path", 400, "2 times"),
+        ("/api/search?q=red&literal=maybe", 400, "literal"),
+        ("/api/search?q=red&k=0", 400, "k"),
         ("/api/search?q=red&q=blue", 400, "2 times"),
         ("/api/search?like=999999", 404, "999999"),
         ("/api/search?q=red&sub=photo:999999", 404, "999999"),

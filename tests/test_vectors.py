@@ -350,6 +350,8 @@ def test_float16_library_from_the_command_line(cli, tiny_model, tmp_path):
     assert stored_widths(half) == {64 * 2} and stored_widths(full) == {64 * 4}
     info = json.loads(cli("info", "--db", str(half), "--json").stdout)
     assert (info["vector_dtype"], info["index_status"], info["index_vectors"]) == ("float16", "current", 12)
+    # Those that aren't square have a vector a tile in the index of tiles (--crops max).
+    assert info["crops"] == "max" and info["tile_index_vectors"] > 12
     assert json.loads(cli("info", "--db", str(full), "--json").stdout)["vector_dtype"] == "float32"
 
     # Same photos, same order of magnitude of scores: float16 moves a cosine by ~1e-3 at most.

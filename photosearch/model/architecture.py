@@ -52,7 +52,7 @@ class Architecture:
 
     @property
     def cut(self) -> Cut:
-        return cut_for(self.image_size, self.square, self.resize_mode, self.interpolation)
+        return cut_for(self.image_size, self.square, self.resize_mode, self.interpolation, self.mean)
 
     @property
     def context_length(self) -> int:

@@ -30,6 +30,7 @@ from photosearch.errors import NotFoundError, PhotosearchError, UsageError
 
 MAX_RESULTS = 10_000  # offset + top: deep enough to page through any real search
 DEFAULT_TOP = 48
+DEFAULT_SORTED = 200  # with sort=date or path: how many of the best matches are ordered
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 STATIC = Path(__file__).with_name("static")
 # The page's files, by the name a request may ask for: nothing else under static/ is served.
@@ -232,8 +233,18 @@ class Gallery:
             templates=params.texts("template") or None,
             include_query_images=params.flag("include_query_images", False),
             filters=_filters(params),
+            literal=params.flag("literal", False),
+            within=params.number("within", low=0.0, high=2.0),
+            sort=params.text("sort") or "score",
         )
+        best = params.integer("k", None, low=1, high=MAX_RESULTS)
         params.check_all_read()
+        if options["sort"] == "score":
+            # Pages of results by score are the first `offset + top` (one more says whether
+            # there is a next page); `within` cuts from the best, which every page shares.
+            fetch = top + offset + 1 if best is None else min(best, top + offset + 1)
+        else:
+            fetch = DEFAULT_SORTED if best is None else best  # the same set on every page
         upload = None
         if request.method == "POST":
             if words is not None or like is not None:
@@ -249,19 +260,22 @@ class Gallery:
         else:
             raise ApiError(400, "no query", "give q=words, like=PHOTO_ID, or POST an image")
         try:
-            hits = self._search(query, top + offset + 1, options)
+            hits = self._search(query, fetch, options)
         finally:
             if upload is not None:
                 _discard(upload)
         page = hits[offset : offset + top]
+        parsed = hits.parsed
         return Response.json(
             {
                 "schema": output.SCHEMA_VERSION,
                 "query": described,
+                "parsed": output.parsed_field(parsed),
+                "note": parsed.note if parsed is not None else None,
                 "offset": offset,
                 "top": top,
                 "more": len(hits) > offset + top,
-                "results": [{**output.hit_record(hit, described), "id": hit.id} for hit in page],
+                "results": [{**output.hit_record(hit, described, parsed), "id": hit.id} for hit in page],
             }
         )
 

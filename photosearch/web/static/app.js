@@ -10,6 +10,9 @@ const state = {
   add: [], // terms: {kind: "text", text} | {kind: "photo", id, name}
   sub: [],
   filters: {},
+  sort: "score", // score | date | path: the order of the best matches
+  within: "", // only results within this much of the best score ("" for any)
+  literal: false, // true: the words as typed, negations not read
   results: [],
   more: false,
   current: -1, // the result the keyboard is on
@@ -39,6 +42,9 @@ function searchParams(offset) {
   params.set("offset", offset);
   state.add.forEach((t) => params.append("add", termParam(t)));
   state.sub.forEach((t) => params.append("sub", termParam(t)));
+  if (state.sort !== "score") params.set("sort", state.sort);
+  if (state.within !== "") params.set("within", state.within);
+  if (state.literal) params.set("literal", "true");
   filterParams(params);
   return params;
 }
@@ -96,9 +102,11 @@ async function search({ append = false } = {}) {
     state.more = page.more;
     renderResults(append ? page.results : null);
     $("status").textContent = describe(page);
+    renderReading(page);
   } catch (error) {
     if (controller === state.inflight) {
       $("status").textContent = "";
+      renderReading(null);
       showError(error);
     }
   } finally {
@@ -106,12 +114,39 @@ async function search({ append = false } = {}) {
   }
 }
 
+const ORDER_WORDS = { score: "best first", date: "newest first", path: "in path order" };
+
 function describe(page) {
   const n = state.results.length;
   if (!n) return `No photos matched “${page.query}”.`;
   const terms = state.add.length + state.sub.length;
   const extra = terms ? ` with ${terms} more/less term${terms > 1 ? "s" : ""}` : "";
-  return `${n}${state.more ? "+" : ""} photos for “${page.query}”${extra}, best first.`;
+  const within = state.within !== "" ? `, within ${state.within} of the best` : "";
+  return `${n}${state.more ? "+" : ""} photos for “${page.query}”${extra}${within}, ${ORDER_WORDS[state.sort]}.`;
+}
+
+// How the server read the words: "a beach without people" is searched as "a beach" − "people".
+function renderReading(page) {
+  const box = $("reading");
+  const text = $("reading-text");
+  if (page && page.parsed) {
+    const minus = page.parsed.sub.map((s) => ` − “${s}”`).join("");
+    text.textContent = `Searched for “${page.parsed.text}”${minus}, read from “${page.query}”.`;
+  } else if (page && page.note) {
+    text.textContent = `“${page.query}” was searched as typed: ${page.note}.`;
+  } else {
+    box.hidden = true;
+    text.textContent = "";
+    return;
+  }
+  $("reading-literal").hidden = Boolean(page.note);
+  box.hidden = false;
+}
+
+function readOptions() {
+  state.sort = $("sort").value;
+  state.within = $("within").value.trim();
+  state.literal = $("literal").checked;
 }
 
 function searchText(text) {
@@ -487,6 +522,17 @@ function start() {
       addTerm(which, { kind: "text", text });
     });
   }
+  for (const id of ["sort", "within", "literal"]) {
+    $(id).addEventListener("change", () => {
+      readOptions();
+      search();
+    });
+  }
+  $("reading-literal").addEventListener("click", () => {
+    $("literal").checked = true;
+    readOptions();
+    search();
+  });
   $("choose").addEventListener("change", (event) => searchImage(event.target.files[0]));
   $("more").addEventListener("click", () => search({ append: true }));
   $("f-apply").addEventListener("click", applyFilters);
