@@ -21,7 +21,7 @@ from photosearch.store import PhotoInfo, Store
 # Prompt ensembling: the query is embedded in several phrasings and the unit vectors are
 # averaged (then re-normalised). The raw query is one member, so a query that is already a
 # sentence keeps its own voice. Phrasings follow the CLIP paper's ImageNet templates that
-# fit photos; see README "Prompt ensembling" for the measurements behind the default.
+# fit photos; docs/design.md "Prompt ensembling" has the measurements behind the default.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "{}",
     "a photo of {}.",

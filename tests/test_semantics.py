@@ -71,17 +71,17 @@ def test_eval_harness_zero_shot_and_retrieval_on_heldout(cli, heldout, trained):
     assert "zero_shot_accuracy" in result.stderr and "ensemble" in result.stderr
 
 
-def test_prompt_ensembling_is_at_least_as_good_as_one_template(cli, heldout):
+def test_prompt_ensembling_costs_nothing_on_the_main_model(cli, heldout):
     """Measured on the same held-out photos, ensembling must never cost quality: on every
-    metric it scores at least as well as the worse of the two single phrasings and within
-    0.02 of the better, and its zero-shot accuracy stays >= 0.95. (On real weights the CLIP
-    paper measured +3.5 to +5 points of ImageNet accuracy from ensembling; this tiny model
-    was trained on varied captions, so here the phrasings tie, which the README reports.)"""
+    metric it scores at least as well as the worst of its phrasings used alone and within
+    0.02 of the best, and its zero-shot accuracy stays >= 0.95. This model was trained on
+    varied lead-ins, so its phrasings tie and this can't show that ensembling helps; that
+    is measured on a model where phrasings differ, in test_ensemble.py."""
     folder, _, db = heldout
     report = json.loads(cli("eval", str(folder), "--labels", str(folder / "labels.json"), "--db", str(db), "-q").stdout)
     modes = report["modes"]
     for metric, value in modes["ensemble"].items():
-        singles = (modes["text"][metric], modes["template"][metric])
+        singles = [m[metric] for m in report["phrasings"].values()] + [modes["template"][metric]]
         assert value >= min(singles) - 1e-9, (metric, modes)
         assert value >= max(singles) - 0.02, (metric, modes)
     assert modes["ensemble"]["zero_shot_accuracy"] >= 0.95

@@ -14,6 +14,9 @@ Pictures go through the *product's* preprocessing: the val transform that
 ``open_clip.create_model_and_transforms('local-dir:...')`` returns for the folder, and
 text through ``open_clip.get_tokenizer('local-dir:...')``.
 
+``phrasing_sensitive_tiny_model()`` returns a second, weaker model for the prompt-ensembling
+test (see BARE_STEPS below); it is trained only when that test runs and is cached the same way.
+
 Run ``python -m tests.support.train`` to train (or reuse) and print the held-out metrics.
 """
 
@@ -60,6 +63,18 @@ PASSES_NEEDED = 2
 # Below these (the tests' own bounds) a trained model is an error, not a cache entry.
 MIN_ACCURACY = 0.9
 MIN_PRECISION = 0.9
+
+# The phrasing-sensitive variant (tests/test_ensemble.py). The main model's captions carry
+# CLIP-like lead-ins at random, so it learns to look past them: every phrasing of a query
+# ties on it (and on its own early checkpoints), and prompt ensembling can't be measured.
+# The variant is trained the same way on bare captions ("a red circle", never "a photo of a
+# red circle") and stopped halfway through a short schedule, before it has learned to shrug
+# off words it never saw: like a real CLIP's, its vector for a query depends on the wording.
+# Trained to the end of its schedule it stops caring (the phrasings tie again), so it stops.
+BARE_PER_CLASS = 200   # half the main model's pictures: it is stopped long before they run out
+BARE_SCHEDULE = 300    # cosine schedule length
+BARE_STEPS = 150       # where it stops
+BARE_SUFFIX = "-bare"  # cache folder: <key16>-bare, next to the main model's
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -147,12 +162,12 @@ def load_model(folder: Path):
 # --------------------------------------------------------------------------- training
 
 
-def _training_data(preprocess, seed: int):
+def _training_data(preprocess, seed: int, per_class: int = TRAIN_PER_CLASS):
     """Pre-tensorised training pictures (N,3,H,W), their class indices, classes and attrs."""
     import torch
 
     rng = synthetic.training_rng(seed)
-    per_size = TRAIN_PER_CLASS * len(synthetic.CLASSES) // len(TRAIN_FILE_SIZES)
+    per_size = per_class * len(synthetic.CLASSES) // len(TRAIN_FILE_SIZES)
     images, classes, infos = [], [], []
     for size_px in TRAIN_FILE_SIZES:
         for image, cls, attrs in synthetic.pictures_from(rng, per_size, size_px):
@@ -191,11 +206,21 @@ def _param_groups(model):
     return [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(folder: Path, seed: int = SEED, log=None) -> dict:
+def _bare_caption(rng, colour: str, shape: str, attrs: dict) -> str:
+    """A training caption with its lead-in, if it has one, cut off (for the variant)."""
+    text = synthetic.random_caption(rng, colour, shape, attrs)
+    for lead in sorted({lead for lead in synthetic.LEAD_INS if lead}, key=len, reverse=True):
+        if text.startswith(lead + " "):
+            return text[len(lead) + 1:]
+    return text
+
+
+def train(folder: Path, seed: int = SEED, log=None, *, bare: bool = False) -> dict:
     """Train the tiny CLIP into `folder` (a local-dir model); returns the held-out metrics.
 
     Deterministic for a seed (on a given CPU); torch's thread count, determinism flag and
-    global RNG are restored afterwards.
+    global RNG are restored afterwards. `bare`: the phrasing-sensitive variant instead
+    (BARE_* above; its metrics are empty: it stops before the first held-out check).
     """
     import torch
 
@@ -205,13 +230,18 @@ def train(folder: Path, seed: int = SEED, log=None) -> dict:
         torch.use_deterministic_algorithms(True)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            return _train(Path(folder), seed, log or (lambda msg: None))
+            log = log or (lambda msg: None)
+            if bare:
+                return _train(Path(folder), seed, log, per_class=BARE_PER_CLASS, max_steps=BARE_SCHEDULE,
+                              stop_after=BARE_STEPS, caption=_bare_caption)
+            return _train(Path(folder), seed, log)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(folder: Path, seed: int, log) -> dict:
+def _train(folder: Path, seed: int, log, *, per_class: int = TRAIN_PER_CLASS, max_steps: int = MAX_STEPS,
+           stop_after: int | None = None, caption=synthetic.random_caption) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -220,7 +250,7 @@ def _train(folder: Path, seed: int, log) -> dict:
     tiny.save_model(tiny.build_model(seed), folder)
     model, preprocess, tokenizer = load_model(folder)  # the product's loader and transforms
 
-    images, classes, infos = _training_data(preprocess, seed)
+    images, classes, infos = _training_data(preprocess, seed, per_class)
     held_images, held_labels = _heldout(preprocess, seed)
     log(f"data: {len(images)} training pictures, {len(held_images)} held-out; "
         f"{time.monotonic() - started:.1f}s")
@@ -232,23 +262,23 @@ def _train(folder: Path, seed: int, log) -> dict:
     except (RuntimeError, TypeError, ValueError):
         optimiser = torch.optim.AdamW(_param_groups(model), lr=LR, betas=(0.9, 0.98), eps=1e-6)
 
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0 at MAX_STEPS
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0 at max_steps
         if step < WARMUP_STEPS:
             return (step + 1) / WARMUP_STEPS
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP_STEPS) / (MAX_STEPS - WARMUP_STEPS))))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP_STEPS) / (max_steps - WARMUP_STEPS))))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
 
     order, pos = torch.randperm(len(images), generator=gen), 0
     passes, step, metrics = 0, 0, {}
-    for step in range(1, MAX_STEPS + 1):
+    for step in range(1, (stop_after or max_steps) + 1):
         if pos + BATCH > len(order):
             order, pos = torch.randperm(len(images), generator=gen), 0
         idx = order[pos:pos + BATCH]
         pos += BATCH
         cls = classes[idx]
         # A fresh caption for every picture at every step, fitting its class, size and background.
-        text = tokenizer([synthetic.random_caption(caption_rng, *infos[i][0], infos[i][1]) for i in idx.tolist()])
+        text = tokenizer([caption(caption_rng, *infos[i][0], infos[i][1]) for i in idx.tolist()])
         x = _augment(images[idx], gen)
 
         model.train()
@@ -264,7 +294,7 @@ def _train(folder: Path, seed: int, log) -> dict:
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
 
-        if (step >= EVAL_FROM and step % EVAL_EVERY == 0) or step == MAX_STEPS:
+        if (step >= EVAL_FROM and step % EVAL_EVERY == 0) or step == max_steps:
             model.eval()
             metrics = evaluate(model, preprocess, tokenizer, held_images, held_labels)
             ok = (min(metrics["zero_shot_accuracy"], metrics["single_template_worst_zero_shot_accuracy"]) >= TARGET_ACCURACY
@@ -332,8 +362,18 @@ def trained_tiny_model(cache_root: Path | None = None, log=_stderr) -> Path:
     lock) and atomic (trained in a temp dir, then renamed into place). Treat the folder
     as read-only. Training progress goes to `log` (stderr; None for silence).
     """
+    return _cached(cache_root, "", log, "the tiny test CLIP (about 2 minutes on 2 cores", bare=False)
+
+
+def phrasing_sensitive_tiny_model(cache_root: Path | None = None, log=_stderr) -> Path:
+    """Like `trained_tiny_model`, for the variant whose single phrasings differ (BARE_*),
+    cached at ``<cache_root>/tiny-clip/<key16>-bare/``."""
+    return _cached(cache_root, BARE_SUFFIX, log, "a phrasing-sensitive tiny CLIP (about 40 s on 2 cores", bare=True)
+
+
+def _cached(cache_root: Path | None, suffix: str, log, what: str, *, bare: bool) -> Path:
     root = _cache_root(cache_root)
-    key = cache_key()[:16]
+    key = cache_key()[:16] + suffix
     final = root / key
     if _complete(final):
         return final
@@ -349,12 +389,12 @@ def trained_tiny_model(cache_root: Path | None = None, log=_stderr) -> Path:
                 shutil.rmtree(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-tmp-", dir=root))
             if log:
-                log(f"training the tiny test CLIP (about 2 minutes on 2 cores; cached in {final})")
+                log(f"training {what}; cached in {final})")
             try:
-                metrics = train(tmp, log=log)
-                if not acceptable(metrics):
+                metrics = train(tmp, log=log, bare=bare)
+                if not bare and not acceptable(metrics):  # the variant is weak on purpose
                     raise RuntimeError(f"tiny CLIP training fell below the test bounds: {metrics}")
-                if not metrics["passed"] and log:
+                if not bare and not metrics["passed"] and log:
                     log(f"warning: tiny CLIP missed its margin targets: {metrics}")
                 (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
                 tmp.chmod(0o755)  # mkdtemp made it private
