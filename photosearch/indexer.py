@@ -303,7 +303,11 @@ def _encode_and_store(
                 loading.result()  # never leave a thread loading a model behind us
             except Exception:
                 pass
-    if not model.text_tower_exported(resolved.fingerprint()):  # so cold text queries needn't import torch
+    # So cold text queries needn't import torch: for the numpy tower that is a recipe written
+    # in milliseconds (a pickled or half-precision checkpoint: its text tensors copied once
+    # as float32, well under a second); only a design numpy doesn't cover is exported to
+    # ONNX, from the fp32 weights, which is the run's memory peak.
+    if not model.ensure_text_tower(resolved, export=False):
         del run, loading  # one model in memory at a time
         gc.collect()
         _return_freed_memory()  # the export is the run's peak: start it from a low floor

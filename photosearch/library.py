@@ -518,14 +518,10 @@ class Library:
 
     def warm_up(self) -> None:
         """Load what a text query needs (the text tower, the search index) now, so that the
-        first query of a long-running process (a server) doesn't pay for it. The text tower
-        is then set up for many queries: faster each (43 vs 74 ms for the default ensemble
-        on 2 cores) for a little more memory and a slower load."""
+        first query of a long-running process (a server) doesn't pay for it."""
         store = self._require_model()
         if self._encoder is None and self._text_encoder is None and self.device in ("auto", "cpu"):
-            from photosearch import model
-
-            self._text_encoder = model.load_text_tower(store.meta().get("model_fingerprint", ""), long_running=True)
+            self._text_encoder = self._serving_text_tower(store)
         self._text_encoder_or_model()
         from photosearch import vectors
 
@@ -570,15 +566,57 @@ class Library:
         return self._encoder
 
     def _text_encoder_or_model(self):
-        """The torch-free text tower when it was exported for these weights, else the model."""
+        """The torch-free text tower when it is (or can now be) prepared for these weights,
+        else the model."""
         if self._encoder is not None:
             return self._encoder
         if self._text_encoder is None and self.device in ("auto", "cpu"):
-            from photosearch import model
-
-            fingerprint = self._require_model().meta().get("model_fingerprint", "")
-            self._text_encoder = model.load_text_tower(fingerprint)
+            self._text_encoder = self._torch_free_text_tower(self._require_model())
         return self._text_encoder or self._image_encoder()
+
+    def _torch_free_text_tower(self, store: Store, *, long_running: bool = False):
+        """The prepared text tower, or one prepared now from the weights alone (a library
+        indexed before the numpy tower existed, or with the cache folder emptied: resolving
+        the weights and writing the recipe takes milliseconds, no torch); None if neither."""
+        from photosearch import model
+
+        fingerprint = store.meta().get("model_fingerprint", "")
+        tower = model.load_text_tower(fingerprint, long_running=long_running, numpy_only=True)
+        if tower is None:
+            try:
+                resolved = self._resolved_model()
+                if resolved.fingerprint() == fingerprint:
+                    model.ensure_text_tower(resolved, export=False)
+            except Exception:  # weights missing or unreadable: the model's own loading says so
+                pass
+            tower = model.load_text_tower(fingerprint, long_running=long_running)
+        return tower
+
+    def _serving_text_tower(self, store: Store):
+        """For many queries: the ONNX export run by ONNX Runtime, about 3x numpy's speed
+        (model.serving_text_tower). Until it exists, the numpy tower answers while the export
+        is made once, in the background, and takes over when it is ready."""
+        import threading
+
+        from photosearch import model
+
+        fingerprint = store.meta().get("model_fingerprint", "")
+        tower = model.serving_text_tower(fingerprint)
+        if tower is not None:
+            return tower
+
+        def export() -> None:
+            try:
+                resolved = self._resolved_model()
+                if resolved.fingerprint() == fingerprint and model.export_text_tower(resolved):
+                    faster = model.serving_text_tower(fingerprint)
+                    if faster is not None and self._encoder is None:
+                        self._text_encoder = faster  # one assignment: a query uses the old or the new
+            except Exception:  # the numpy tower goes on answering; nothing is lost
+                pass
+
+        threading.Thread(target=export, name="text-tower-export", daemon=True).start()
+        return self._torch_free_text_tower(store, long_running=True)
 
     def _logit_scale(self) -> float:
         """The model's learned temperature, as recorded in the library (no model loaded)."""

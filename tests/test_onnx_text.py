@@ -1,4 +1,5 @@
-"""Cold text queries without torch: the text tower exported to ONNX must embed like torch."""
+"""The ONNX export of the text tower: the torch-free fallback for text-tower designs the
+numpy tower (tests/test_numpy_text.py) doesn't cover. It must embed like torch."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from tests.support.probe import cli_code, probe
 
 TEXTS = ["a red circle", "a photo of a dog on the beach.", "Zürich at night, 2019 — fireworks!", "x"]
 
+
+
+@pytest.fixture
+def onnx_only_model(tiny_model, tmp_path):
+    """The tiny model in a config the numpy tower (and our torch towers) don't claim: any
+    norm option but eps. open_clip's CLIP class builds it; its text tower goes to ONNX."""
+    folder = tmp_path / "open-clip-loaded"
+    folder.mkdir()
+    (folder / "open_clip_model.safetensors").write_bytes((tiny_model / "open_clip_model.safetensors").read_bytes())
+    doc = json.loads((tiny_model / "open_clip_config.json").read_text())
+    doc["model_cfg"]["text_cfg"]["norm_kwargs"] = {"eps": 1e-5, "elementwise_affine": True}
+    (folder / "open_clip_config.json").write_text(json.dumps(doc))
+    return folder
 
 
 def _query(text: str, env: dict | None = None):
@@ -126,18 +140,11 @@ def test_a_text_model_that_cannot_take_cut_inputs_gets_full_length_ones(kind, tm
     assert _cosines(model, tower).min() >= 0.999
 
 
-def test_indexing_with_a_fixed_length_text_tower_prints_no_onnx_runtime_lines(tiny_model, tmp_path):
+def test_indexing_with_a_fixed_length_text_tower_prints_no_onnx_runtime_lines(onnx_only_model, tmp_path):
     """Whether a tower takes inputs cut short is probed at export; a model whose graph has
     its full length built in fails that probe, which must stay silent: ONNX Runtime's own
     error line in a successful run reads like a crash."""
-    folder = tmp_path / "open-clip-loaded"
-    folder.mkdir()
-    (folder / "open_clip_model.safetensors").write_bytes((tiny_model / "open_clip_model.safetensors").read_bytes())
-    doc = json.loads((tiny_model / "open_clip_config.json").read_text())
-    # The same model, in a config our own towers don't claim (any norm option but eps), so
-    # open_clip's CLIP class builds it, and its exported graph runs at the full length only.
-    doc["model_cfg"]["text_cfg"]["norm_kwargs"] = {"eps": 1e-5, "elementwise_affine": True}
-    (folder / "open_clip_config.json").write_text(json.dumps(doc))
+    folder = onnx_only_model
     make_pictures(tmp_path / "pics", 3)
     proc = run_cli("index", str(tmp_path / "pics"), "--db", str(tmp_path / "lib.db"), "--model", f"local-dir:{folder}")
     assert proc.returncode == 0, proc.stderr
@@ -150,10 +157,10 @@ def test_indexing_with_a_fixed_length_text_tower_prints_no_onnx_runtime_lines(ti
     assert len(lines) == 1 and lines[0].startswith("Indexed in "), lines
 
 
-def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
+def test_cold_query_after_indexing_imports_no_torch_and_ranks_the_same(cli, onnx_only_model, tmp_path, isolated_home, monkeypatch):
     monkeypatch.setenv("PHOTOSEARCH_PRECISION", "fp32")  # so both paths compute alike
     make_pictures(tmp_path / "pics", 10)
-    assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{onnx_only_model}").exit_code == 0
     text = "a never seen before query"
     import shutil
 
@@ -182,14 +189,14 @@ def test_exporting_leaves_the_live_model_in_eval_mode(tiny_model, tmp_path, monk
     assert not any(module.training for module in encoder.model.modules())
 
 
-def test_a_damaged_tower_never_breaks_a_query_and_is_exported_again(cli, tiny_model, tmp_path, isolated_home, monkeypatch):
+def test_a_damaged_tower_never_breaks_a_query_and_is_exported_again(cli, onnx_only_model, tmp_path, isolated_home, monkeypatch):
     from photosearch.model import onnx_text
     from photosearch.model.weights import resolve
 
     monkeypatch.setenv("PHOTOSEARCH_PRECISION", "fp32")
     make_pictures(tmp_path / "pics", 6)
-    assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{tiny_model}").exit_code == 0
-    fingerprint = resolve(ModelSpec(f"local-dir:{tiny_model}", None)).fingerprint()
+    assert cli("index", str(tmp_path / "pics"), "--model", f"local-dir:{onnx_only_model}").exit_code == 0
+    fingerprint = resolve(ModelSpec(f"local-dir:{onnx_only_model}", None)).fingerprint()
     weights = onnx_text.tower_dir(fingerprint) / "weights.bin"
     with open(weights, "r+b") as f:  # cut short, as by a full disk or an interrupted copy
         f.truncate(weights.stat().st_size // 2)

@@ -263,18 +263,22 @@ def test_non_utf8_file_names_round_trip(cli, tiny_model, tmp_path):
 
 
 def test_a_repeated_text_query_loads_no_model(indexed, isolated_home):
-    """The query's vector is cached in the library: the second time, torch isn't even imported."""
+    """No text query imports torch, even with an empty cache folder: the numpy text tower's
+    recipe is written from the weights alone. The query's vector is cached in the library,
+    so the second time the text tower isn't even prepared."""
     query = ("query", "a green thing", "-k", "3", "--json")
 
-    def run(args, cache: str):  # each run with its own empty cache: no exported text tower
-        return probe(cli_code(*args), ("torch",), env={"PHOTOSEARCH_CACHE": str(isolated_home / cache)})
+    def run(args, cache: str):  # each run with its own empty cache folder
+        done = probe(cli_code(*args), ("torch",), env={"PHOTOSEARCH_CACHE": str(isolated_home / cache)})
+        return done, list((isolated_home / cache / "text-towers").glob("*/tower.json"))
 
-    runs = [run(query, "cache-a"), run(query, "cache-b")]
-    assert runs[0].imported == {"torch"}
-    assert runs[1].imported == set()
-    assert runs[0].stdout == runs[1].stdout and len(runs[1].stdout.splitlines()) == 3
+    (first, prepared), (second, again) = run(query, "cache-a"), run(query, "cache-b")
+    assert first.imported == second.imported == set()
+    assert len(prepared) == 1 and again == []  # the second answered from the library's cache
+    assert first.stdout == second.stdout and len(second.stdout.splitlines()) == 3
     # Another phrasing set is another query: not answered from the cache.
-    assert run((*query, "--no-ensemble"), "cache-c").imported == {"torch"}
+    other, prepared = run((*query, "--no-ensemble"), "cache-c")
+    assert other.imported == set() and len(prepared) == 1
 
 
 def test_classify_over_the_library_loads_no_torch(indexed, isolated_home):

@@ -173,18 +173,27 @@ def test_size_filters(cli, lib):
 
 
 def test_batch_queries_from_stdin_load_the_model_once(cli, lib, monkeypatch):
+    """Words need only the text tower (numpy, no torch): loaded once for the whole batch."""
+    from photosearch import model
     from photosearch.model import encode
 
-    loads = []
-    original = encode.Encoder.__init__
+    loads, encoders = [], []
+    original, original_init = model.load_text_tower, encode.Encoder.__init__
 
-    def counting(self, *args, **kwargs):
-        loads.append(1)
-        original(self, *args, **kwargs)
+    def counting(*args, **kwargs):
+        tower = original(*args, **kwargs)
+        if tower is not None:  # None: not prepared yet (it is then, from the weights alone)
+            loads.append(tower)
+        return tower
 
-    monkeypatch.setattr(encode.Encoder, "__init__", counting)
+    def counting_encoders(self, *args, **kwargs):
+        encoders.append(1)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(model, "load_text_tower", counting)
+    monkeypatch.setattr(encode.Encoder, "__init__", counting_encoders)
     records = q(cli, lib, "-", "-k", "3", input="a red circle\n\na blue square\na yellow cross\n")
-    assert len(loads) == 1
+    assert (len(loads), len(encoders)) == (1, 0)
     assert [r["query"] for r in records] == ["a red circle"] * 3 + ["a blue square"] * 3 + ["a yellow cross"] * 3
     for r in records:
         assert label_of(lib, r) == r["query"][2:]

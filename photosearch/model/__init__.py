@@ -5,9 +5,10 @@
   cut_of(resolved)            how photos are cut into this model's input, decided from its
                               config on disk, without torch (architecture.py, cut.py)
   load_encoder(resolved, …)   the image and/or text towers in torch (encode.py, towers.py)
-  load_text_tower(fp)         the text tower exported to ONNX, run without torch, if it has
-                              been exported for these weights (onnx_text.py)
-  ensure_text_tower(source)   export it once, from a loaded fp32 encoder or from the weights
+  load_text_tower(fp)         the text tower without torch, if it was prepared for these
+                              weights: in numpy straight from them (numpy_text.py), or, for
+                              designs numpy doesn't cover, an ONNX export (onnx_text.py)
+  ensure_text_tower(source)   prepare it once (milliseconds for numpy, seconds for ONNX)
 
 Importing this package imports neither torch nor open_clip; only loading an encoder does.
 """
@@ -24,6 +25,7 @@ from photosearch.model.weights import ResolvedModel, resolve
 if TYPE_CHECKING:
     from photosearch.model.architecture import Architecture
     from photosearch.model.encode import Encoder
+    from photosearch.model.numpy_text import NumpyTextTower
     from photosearch.model.onnx_text import OnnxTextEncoder
 
 __all__ = [
@@ -73,28 +75,78 @@ def load_encoder(
 
 
 def text_tower_exported(fingerprint: str) -> bool:
-    from photosearch.model import onnx_text
+    """Is a torch-free text tower prepared for these weights (numpy recipe or ONNX export)?"""
+    from photosearch.model import numpy_text, onnx_text
 
-    return onnx_text.tower_path(fingerprint).is_file()
+    return numpy_text.recipe_path(fingerprint).is_file() or onnx_text.tower_path(fingerprint).is_file()
 
 
-def load_text_tower(fingerprint: str, *, long_running: bool = False) -> "OnnxTextEncoder | None":
+def load_text_tower(
+    fingerprint: str, *, long_running: bool = False, numpy_only: bool = False
+) -> "NumpyTextTower | OnnxTextEncoder | None":
     """The torch-free text tower for the weights with this fingerprint, or None.
-    `long_running`: tuned for many queries (a server) rather than one."""
+    `long_running`: tuned for many queries (a server) rather than one (ONNX only);
+    `numpy_only`: not an ONNX export (a caller that can prepare the numpy tower first)."""
+    from photosearch.model import numpy_text
+
+    tower = numpy_text.load(fingerprint)
+    if tower is not None or numpy_only:
+        return tower
     from photosearch.model import onnx_text
 
+    if not onnx_text.tower_path(fingerprint).is_file():  # skips importing ONNX Runtime
+        return None
     return onnx_text.load(fingerprint, long_running=long_running)
 
 
-def ensure_text_tower(source: "Encoder | ResolvedModel") -> bool:
-    """Export the text tower once per weights file, so later text queries needn't import
-    torch. `source` is a loaded encoder (used as it is when it is fp32 on the CPU) or the
-    resolved weights (loaded for the export: pass these after letting go of a bf16/fp16
-    model, or two models sit in memory at the export's peak). True when a tower exists."""
-    from photosearch.model import onnx_text
+def ensure_text_tower(source: "Encoder | ResolvedModel", *, export: bool = True) -> bool:
+    """Prepare the torch-free text tower once per weights file, so later text queries needn't
+    import torch. The numpy tower needs only a recipe (and, for a pickled or half-precision
+    checkpoint, a float32 copy of the text tower's tensors: reading a pickle takes torch,
+    which callers holding a loaded encoder have). Designs numpy doesn't cover are exported
+    to ONNX, when `export`: that loads the fp32 text tower in torch from `source` (a loaded
+    encoder, used as it is when it is fp32 on the CPU, or the resolved weights: pass these
+    after letting go of a bf16/fp16 model, or two models sit in memory at the export's
+    peak). True when a tower exists."""
+    from photosearch.model import numpy_text
 
     resolved = source if isinstance(source, ResolvedModel) else source.resolved
+    if numpy_text.prepare(resolved):
+        return True
+    from photosearch.model import onnx_text
+
     fingerprint = resolved.fingerprint()
     if onnx_text.tower_path(fingerprint).is_file():
         return True
+    if not export:  # e.g. a pickled checkpoint and no torch here: whoever loads torch next
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        return False  # the optional extra photosearch[onnx] isn't installed: queries use torch
     return onnx_text.export(source, fingerprint)
+
+
+def serving_text_tower(fingerprint: str) -> "OnnxTextEncoder | None":
+    """The text tower a long-running process (a server) should run, when there is one better
+    than numpy's: the ONNX export, with ONNX Runtime set up for many queries. Its kernels ran
+    the 7-phrasing ensemble in 30 ms where numpy's OpenBLAS took 100 ms on a 2-core Zen 5
+    (bench/README.md); for one query the import and session cost more than that saves, so
+    only servers use it. None when it isn't exported (`export_text_tower`) or ORT is missing."""
+    from photosearch.model import onnx_text
+
+    if not onnx_text.tower_path(fingerprint).is_file():
+        return None
+    return onnx_text.load(fingerprint, long_running=True)
+
+
+def export_text_tower(resolved: ResolvedModel) -> bool:
+    """Export the text tower to ONNX once for these weights (loads its fp32 weights in torch:
+    seconds, and a server's memory peak); False where onnx or ONNX Runtime isn't installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        return False
+    from photosearch.model import onnx_text
+
+    return onnx_text.export(resolved, resolved.fingerprint())
