@@ -185,7 +185,7 @@ def test_index_prepares_the_tower_without_onnx_and_a_cold_query_ranks_like_torch
 
 def test_a_library_with_an_onnx_export_moves_to_the_numpy_tower(cli, tiny_model, tmp_path, monkeypatch):
     """Libraries indexed before the numpy tower have an ONNX export in the cache folder: the
-    next query prepares the numpy tower (no torch) and removes the export."""
+    next query prepares the numpy tower (no torch); the export stays, for servers."""
     from photosearch.model import numpy_text, onnx_text
     from photosearch.model.encode import Encoder
 
@@ -199,7 +199,7 @@ def test_a_library_with_an_onnx_export_moves_to_the_numpy_tower(cli, tiny_model,
     assert run.imported == set(), run.stderr
     assert len(run.stdout.splitlines()) == 4
     assert numpy_text.recipe_path(fingerprint).is_file()
-    assert not onnx_text.tower_dir(fingerprint).exists()
+    assert onnx_text.tower_path(fingerprint).is_file()
 
 
 @pytest.mark.parametrize("damage", ["weights replaced", "converted copy cut short", "recipe garbled"])

@@ -331,11 +331,16 @@ def _save_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
 
 
 def _remove_onnx_export(fingerprint: str) -> None:
-    """The ONNX export of a tower numpy now covers is ~250 MB of disk nobody reads."""
+    """ONNX exports of an older format for these weights: ~250 MB of disk nobody reads. The
+    current one stays: a server runs it (model.serving_text_tower)."""
     import shutil
 
+    from photosearch.model import onnx_text
+
+    current = onnx_text.tower_dir(fingerprint)
     for old in towers_dir().glob(f"{fingerprint}-v*"):
-        shutil.rmtree(old, ignore_errors=True)
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _recipe(fingerprint: str) -> tuple[dict, Path] | None:
