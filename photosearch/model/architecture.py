@@ -94,22 +94,28 @@ def read(open_clip_name: str, overrides: dict, force_quick_gelu: bool, open_clip
 def supported(arch: Architecture) -> bool:
     """Is this a design `CLIPTowers` computes exactly like open_clip?"""
     cfg = arch.model_cfg
-    vision, text = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
-    if set(cfg) - _MODEL_KEYS or set(vision) - _VISION_KEYS or set(text) - _TEXT_KEYS:
+    vision = cfg.get("vision_cfg") or {}
+    if set(vision) - _VISION_KEYS or not classic_text(cfg):
         return False
     if vision.get("timm_model_name") or vision.get("attentional_pool") or vision.get("block_type") not in (None, "default"):
         return False
     if vision.get("pool_type", "tok") not in ("tok", "avg"):
         return False
-    if text.get("hf_model_name") or text.get("hf_tokenizer_name") or text.get("tokenizer_kwargs") or text.get("tokenizer_mode"):
+    return not set(vision.get("norm_kwargs") or {}) - {"eps"}
+
+
+def classic_text(model_cfg: dict) -> bool:
+    """Is the text tower CLIP's classic transformer with open_clip's CLIP BPE tokenizer, the
+    one our torch towers and the numpy tower compute (whatever the image tower is)?"""
+    text = model_cfg.get("text_cfg") or {}
+    if set(model_cfg) - _MODEL_KEYS or set(text) - _TEXT_KEYS:
         return False
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name") or text.get("tokenizer_kwargs") or text.get("tokenizer_mode"):
+        return False  # not open_clip's CLIP BPE tokenizer, which is the one we have
     if text.get("embed_cls") or text.get("no_causal_mask") or text.get("block_type") not in (None, "default"):
         return False
     if text.get("pool_type", "argmax") not in ("argmax", "first", "last", "eos"):
         return False
     if text.get("proj_type", "linear") not in ("linear", "none") or text.get("vocab_size", 49408) != 49408:
         return False
-    for part in (vision, text):
-        if set(part.get("norm_kwargs") or {}) - {"eps"}:
-            return False
-    return True
+    return not set(text.get("norm_kwargs") or {}) - {"eps"}

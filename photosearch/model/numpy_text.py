@@ -79,22 +79,9 @@ def recipe_path(fingerprint: str) -> Path:
 def text_supported(model_cfg: dict) -> bool:
     """Is this text tower one `NumpyTextTower` computes exactly like open_clip? (The image
     tower may be anything: only the text config matters here.)"""
-    from photosearch.model.architecture import _MODEL_KEYS, _TEXT_KEYS
+    from photosearch.model.architecture import classic_text
 
-    text = model_cfg.get("text_cfg") or {}
-    if set(model_cfg) - _MODEL_KEYS or set(text) - _TEXT_KEYS:
-        return False
-    if text.get("hf_model_name") or text.get("hf_tokenizer_name") or text.get("tokenizer_kwargs") or text.get("tokenizer_mode"):
-        return False  # not open_clip's CLIP BPE tokenizer, which is the one we have
-    if text.get("embed_cls") or text.get("no_causal_mask") or text.get("block_type") not in (None, "default"):
-        return False
-    if text.get("pool_type", "argmax") not in ("argmax", "first", "last", "eos"):
-        return False
-    if text.get("proj_type", "linear") not in ("linear", "none") or text.get("vocab_size", 49408) != 49408:
-        return False
-    if set(text.get("norm_kwargs") or {}) - {"eps"}:
-        return False
-    return True
+    return classic_text(model_cfg)
 
 
 def _expected_shapes(model_cfg: dict) -> dict[str, tuple[int, ...]]:
