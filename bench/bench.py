@@ -493,6 +493,19 @@ def run_json(cmd: list[str], env: dict, cwd: Path | None = None, timeout: float 
 # -- machine description --------------------------------------------------------------------------
 
 
+def first_cpu() -> dict[str, str]:
+    """/proc/cpuinfo's fields for the first processor ("model name", "cpu family", "model",
+    "flags"...): "AMD EPYC" alone doesn't say Zen 4 or Zen 5, its family and model do."""
+    info: dict[str, str] = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
 def machine() -> dict:
     cpu = "?"
     flags: set[str] = set()

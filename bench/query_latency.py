@@ -234,13 +234,7 @@ def _rclip(models: dict, folder: Path, work: Path, expect: int):
 
 def cpu_name() -> str:
     """The CPU's model name with its family and model numbers (Zen 4 and Zen 5 share a name)."""
-    info: dict[str, str] = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-            if not line.strip():
-                break
+    info = bench.first_cpu()
     return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 

@@ -459,13 +459,7 @@ def measure_size(n: int, args, real_db: Path, folder: Path, work: Path, env: dic
 
 
 def cpu_line() -> str:
-    info: dict[str, str] = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-            if not line.strip():
-                break
+    info = bench.first_cpu()
     flags = set(info.get("flags", "").split())
     extras = ", ".join(x for x, flag in (("AVX-512", "avx512f"), ("AMX", "amx_tile")) if flag in flags)
     return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}"

@@ -254,11 +254,9 @@ def report_lines(result: dict) -> list[str]:
 
 def cpu_kind() -> str:
     """CPU family and model, and whether it has AMX: "AMD EPYC" alone doesn't say Zen 4 or 5."""
-    facts: dict[str, str] = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            facts.setdefault(key.strip(), value.strip())
+    import bench as suite
+
+    facts = suite.first_cpu()
     amx = ", AMX" if "amx_bf16" in facts.get("flags", "").split() else ""
     return f"family {facts.get('cpu family', '?')} model {facts.get('model', '?')}{amx}"
 
