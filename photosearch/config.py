@@ -27,6 +27,9 @@ ENV_DEVICE = "PHOTOSEARCH_DEVICE"
 ENV_DEBUG = "PHOTOSEARCH_DEBUG"
 ENV_PRECISION = "PHOTOSEARCH_PRECISION"
 ENV_CACHE = "PHOTOSEARCH_CACHE"
+# A tuning knob rather than a setting (so no flag): runs of up to this many photos use the
+# image tower in ONNX Runtime (model.load_image_encoder); 0 always loads torch.
+ENV_SMALL_RUN = "PHOTOSEARCH_SMALL_RUN"
 
 LIBRARY_FILENAME = "library.db"
 
@@ -138,6 +141,19 @@ def requested_precision(precision: str | None = None, *, default: str = "auto") 
 
         raise UsageError(f"{source} {value!r} is not a precision", "use auto, fp32, bf16 or fp16")
     return value
+
+
+def small_run_photos(default: int) -> int:
+    """`PHOTOSEARCH_SMALL_RUN` when set to a whole number, else `default`."""
+    value = os.environ.get(ENV_SMALL_RUN, "").strip()
+    if not value:
+        return default
+    try:
+        return max(0, int(value))
+    except ValueError:
+        from photosearch.errors import UsageError
+
+        raise UsageError(f"{ENV_SMALL_RUN}={value!r} is not a number of photos", "set it to a whole number, or 0 to always use torch") from None
 
 
 def debug_enabled() -> bool:

@@ -62,6 +62,7 @@ def index_folders(
     on_event: Callable[[IndexEvent], None] = lambda event: None,
     unfinished: Collection[bytes] = frozenset(),
     crops: str | None = None,
+    encoders: model.KeptEncoders | None = None,  # keeps the image encoder loaded between calls
 ) -> IndexSummary:
     """Index photos under `roots` into `store`. Files in `unfinished` (still being written)
     are left as the library has them: neither indexed nor dropped. `prepare_job` is the decode workers' job
@@ -137,6 +138,7 @@ def index_folders(
     store.set_crops(summary.crops)  # before any photo is cut the new way: a successor goes on
     if todo:
         how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job, str(thumbnails) if thumbnails else None)
+        how.encoders = encoders
         _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
         # Only to say why: an excluded photo is dropped the same way as a deleted one.
@@ -185,6 +187,7 @@ class _Work:
     decode_timeout: float
     prepare_job: Callable[[tuple], Prepared]
     thumbnails: str | None = None  # the folder the decode workers write thumbnails to
+    encoders: model.KeptEncoders | None = None  # a long-running caller's loaded encoder
 
 
 def _usable_thumbnails_folder(folder: Path, on_event: Callable[[IndexEvent], None]) -> Path | None:
@@ -292,7 +295,8 @@ def _encode_and_store(
     how = Prepare.of(model.cut_of(resolved).with_crops(summary.crops), work.max_pixels, work.thumbnails)  # known without torch
     on_event(IndexEvent("model", reason=resolved.spec.label()))
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-    loading = loader.submit(model.load_encoder, resolved, work.device, work.precision, ("image",))
+    load = work.encoders.image_encoder if work.encoders is not None else model.load_image_encoder
+    loading = loader.submit(load, resolved, work.device, work.precision, photos=len(todo))
     loader.shutdown(wait=False)
     run = _Run(store, todo, fingerprints, work, summary, on_event, loading, resolved, summary.crops)
     try:
@@ -362,6 +366,9 @@ class _Run:
                     at_once = setup.enter_context(encoder.batches_in_parallel())
                     threads = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="encode")
                     size = -(-work.batch_size // at_once)  # `batch_size` photos in the model at once
+                    # An encoder on one thread a batch (ONNX Runtime's) takes small batches,
+                    # or the photos decoded while it loaded would all land on one thread.
+                    size = min(size, getattr(encoder, "batch_limit", None) or size)
                 if encoder is None:
                     continue
                 if item is None:  # the last photos: shared between the threads, none left alone

@@ -71,6 +71,7 @@ class Library:
         self._text_encoder = None
         self._indexes: dict[str, tuple[object, int]] = {}  # kind -> (search index, its generation)
         self._holding_writer_lock = False  # inside `watch`: index passes run under its lock
+        self._kept_encoders = None  # inside `watch`: the image encoder stays loaded between passes
 
     # -- opening and closing ----------------------------------------------------------------
     @classmethod
@@ -212,6 +213,7 @@ class Library:
                 on_event=on_event or (lambda event: None),
                 unfinished={os.fsencode(os.path.abspath(os.fsdecode(p))) for p in unfinished},
                 crops=crops,
+                encoders=self._kept_encoders,
             )
         summary.converted = converted
         return summary
@@ -242,6 +244,7 @@ class Library:
         import time
 
         from photosearch import watch
+        from photosearch.model import KeptEncoders
         from photosearch.store import WriterLock
 
         roots = [os.path.abspath(os.path.expanduser(os.fsdecode(r))) for r in _as_paths(folders)]
@@ -258,6 +261,7 @@ class Library:
 
         with WriterLock(self.path, wait=wait):
             self._holding_writer_lock = True
+            self._kept_encoders = KeptEncoders()
             try:
                 watch.run(
                     [os.fsencode(r) for r in roots],
@@ -268,6 +272,7 @@ class Library:
                 )
             finally:
                 self._holding_writer_lock = False
+                self._kept_encoders = None
 
     # -- searching ----------------------------------------------------------------------------
     def search(

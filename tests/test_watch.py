@@ -306,3 +306,32 @@ def test_only_changes_that_matter_are_collected_and_open_files_wait_for_their_cl
     collector.dispatch(event("closed", "/p/big.jpg"))
     clock.now += 1.5
     assert collector.next_batch(timeout=0).changed == {b"/p/big.jpg"}
+
+
+def test_the_watcher_loads_its_model_once_for_all_its_passes(tmp_path, tiny_model, monkeypatch):
+    """A watcher's passes are small and frequent: each reuses the encoder the first loaded."""
+    from photosearch import Library, model
+
+    loads = []
+    real = model.load_image_encoder
+    monkeypatch.setattr(model, "load_image_encoder", lambda *a, **k: loads.append(k["photos"]) or real(*a, **k))
+    folder = tmp_path / "pics"
+    make_pictures(folder, 2)
+    stop, passes = threading.Event(), []
+
+    def on_batch(batch):
+        passes.append(batch.summary.added)
+        if len(passes) < 3:  # one more photo after each pass
+            make_pictures(folder, 1, seed=len(passes), prefix=f"new{len(passes)}-")
+        else:
+            stop.set()
+
+    with Library.open(tmp_path / "lib.db", model=f"local-dir:{tiny_model}") as library:
+        worker = threading.Thread(target=library.watch, args=(folder,), kwargs={"debounce": 0.3, "on_batch": on_batch, "stop": stop})
+        worker.start()
+        worker.join(timeout=120)
+        stop.set()
+        worker.join(timeout=30)
+        assert passes == [2, 1, 1]
+        assert loads == [2]  # loaded for the catch-up pass, reused after
+        assert len(list(library.photos())) == 4

@@ -5,6 +5,8 @@
   cut_of(resolved)            how photos are cut into this model's input, decided from its
                               config on disk, without torch (architecture.py, cut.py)
   load_encoder(resolved, …)   the image and/or text towers in torch (encode.py, towers.py)
+  load_image_encoder(…, photos=n)  the image tower for a run of n photos: ONNX Runtime for a
+                              few (onnx_image.py: no torch import), else torch
   load_text_tower(fp)         the text tower without torch, if it was prepared for these
                               weights: in numpy straight from them (numpy_text.py), or, for
                               designs numpy doesn't cover, an ONNX export (onnx_text.py)
@@ -16,6 +18,7 @@ Importing this package imports neither torch nor open_clip; only loading an enco
 from __future__ import annotations
 
 import functools
+import os
 from typing import TYPE_CHECKING
 
 from photosearch.errors import ModelLoadError
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from photosearch.model.architecture import Architecture
     from photosearch.model.encode import Encoder
     from photosearch.model.numpy_text import NumpyTextTower
+    from photosearch.model.onnx_image import OnnxImageEncoder
     from photosearch.model.onnx_text import OnnxTextEncoder
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "cut_of",
     "ensure_text_tower",
     "load_encoder",
+    "load_image_encoder",
+    "KeptEncoders",
     "load_text_tower",
     "resolve",
     "text_tower_exported",
@@ -72,6 +78,74 @@ def load_encoder(
     from photosearch.model.encode import Encoder
 
     return Encoder(resolved, device, precision, parts)
+
+
+# Runs of up to this many photos encode in ONNX Runtime's float32 kernels (onnx_image.py):
+# it starts ~1.5 CPU-s sooner than torch (no `import torch`, no bf16 conversion) and costs
+# ~20 CPU-ms more an input (ViT-B-32-256 on an AMD Zen 5); with ~2 inputs a photo (whole-
+# frame tiles) that evens out near 35 photos in CPU and later in wall time, since torch's
+# start-up is on the path to the first vector (bench/small_update.py).
+SMALL_RUN_PHOTOS = 32
+
+
+def load_image_encoder(
+    resolved: ResolvedModel, device: str = "auto", precision: str | None = None, *, photos: int
+) -> "Encoder | OnnxImageEncoder":
+    """The image tower for a run that will encode `photos` photos: ONNX Runtime for a few
+    on the CPU when the design is covered, torch otherwise (`PHOTOSEARCH_SMALL_RUN` moves
+    the line; 0: always torch)."""
+    from photosearch.config import small_run_photos
+
+    if photos <= small_run_photos(SMALL_RUN_PHOTOS) and _cpu_run(device, precision):
+        from photosearch.model import onnx_image
+
+        if onnx_image.covers(architecture_of(resolved)) and onnx_image.prepare(resolved):
+            encoder = onnx_image.load(resolved.fingerprint())
+            if encoder is not None:
+                return encoder
+    return load_encoder(resolved, device, precision, ("image",))
+
+
+class KeptEncoders:
+    """The image encoder of a long-running process (a watcher), kept loaded from one index
+    pass to the next: a pass of a few photos needn't build the tower again (0.3-0.6 s with
+    torch, ~0.3 s for an ONNX Runtime session). One encoder is kept, for the last weights;
+    an ONNX Runtime one gives way to torch when a big pass comes."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._encoder = None
+
+    def image_encoder(self, resolved: ResolvedModel, device: str, precision: str | None, *, photos: int):
+        from photosearch.config import small_run_photos
+
+        key = (resolved.fingerprint(), device, precision)
+        with self._lock:
+            kept = self._encoder if self._key == key else None
+            if kept is not None and (getattr(kept, "backend", "") != "onnxruntime" or photos <= small_run_photos(SMALL_RUN_PHOTOS)):
+                return kept
+            self._key, self._encoder = None, None  # let go of the old one before loading
+            self._encoder = load_image_encoder(resolved, device, precision, photos=photos)
+            self._key = key
+            return self._encoder
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._encoder = None, None
+
+
+def _cpu_run(device: str, precision: str | None) -> bool:
+    """Would torch run this on the CPU in float32 or auto precision? 'auto' means a GPU when
+    torch sees one, which can't be asked without importing torch: a visible NVIDIA driver
+    counts as one. (An Apple GPU is left out: CPU kernels serve a few photos as well.)"""
+    if precision not in (None, "auto", "fp32"):
+        return False
+    if device == "cpu":
+        return True
+    return device == "auto" and not os.path.exists("/proc/driver/nvidia/version")
 
 
 def text_tower_exported(fingerprint: str) -> bool:
