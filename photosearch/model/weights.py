@@ -140,8 +140,46 @@ def _open_clip_registry():
             sys.modules[blocked] = saved
 
 
+def _tag_entry(arch: str, tag: str):
+    """(what open_clip's registry says of this tag (where the weights are, their
+    preprocessing), registry or None). The registry's answer is remembered per open_clip
+    version in the cache folder: importing the registry (it pulls in huggingface_hub) was
+    ~0.1 s of every index run."""
+    import json
+
+    from photosearch.config import cache_dir
+
+    folder = open_clip_folder()
+    try:
+        version = (folder / "version.py").read_text().split("=")[-1].strip().strip("'\"") if folder else ""
+    except OSError:
+        version = ""
+    memo = cache_dir() / "pretrained-tags.json"
+    key = f"{version}|{arch}|{tag}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if version and isinstance(known, dict) and isinstance(known.get(key), dict):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in known[key].items()}, None  # JSON made tuples lists
+    registry, _ = _open_clip_registry()
+    tag_cfg = registry.get_pretrained_cfg(arch, tag)
+    kept = {k: tag_cfg[k] for k in ("hf_hub", "url", "mean", "std", "interpolation", "resize_mode", "quick_gelu") if k in tag_cfg}
+    if tag_cfg and version and isinstance(known, dict):
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            partial = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps({**known, key: kept}))
+            os.replace(partial, memo)
+        except OSError:
+            pass  # only a shortcut
+    return (kept if tag_cfg else {}), registry
+
+
 def _resolve_builtin(spec: ModelSpec) -> ResolvedModel:
-    registry, folder = _open_clip_registry()
+    folder = open_clip_folder()
+    if folder is None:
+        raise ModelLoadError("open_clip is not installed", "pip install open_clip_torch")
     arch = spec.name.replace("/", "-")
     if not (folder / "model_configs" / f"{arch}.json").is_file():
         raise ModelLoadError(
@@ -156,8 +194,9 @@ def _resolve_builtin(spec: ModelSpec) -> ResolvedModel:
         )
     if os.path.isfile(spec.pretrained):
         return ResolvedModel(spec, arch, Path(spec.pretrained), spec.pretrained)
-    tag_cfg = registry.get_pretrained_cfg(arch, spec.pretrained)
+    tag_cfg, registry = _tag_entry(arch, spec.pretrained)
     if not tag_cfg:
+        registry = registry or _open_clip_registry()[0]
         if os.sep in spec.pretrained or os.path.splitext(spec.pretrained)[1]:
             raise WeightsUnavailableError(
                 f"weights file {spec.pretrained} does not exist", "check the --pretrained path"
@@ -227,7 +266,27 @@ def hf_cache_dir() -> Path:
     return Path(hf_home).expanduser() / "hub"
 
 
+def _cached_hf_file(repo: str, name: str) -> Path | None:
+    """A file of the hub cache's snapshot of `repo`'s main branch, read from the cache's
+    documented layout (models--ORG--REPO/refs/main names the snapshot), or None. Every index
+    run resolves its weights: this costs a few stat calls where huggingface_hub's import
+    cost 0.1-0.25 s."""
+    folder = hf_cache_dir() / ("models--" + repo.replace("/", "--"))
+    try:
+        revision = (folder / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    if not revision or "/" in revision or revision.startswith("."):
+        return None
+    path = folder / "snapshots" / revision / name
+    return path if path.is_file() else None
+
+
 def _hf_file(repo: str, names: list[str], *, what: str) -> Path:
+    for name in names:
+        cached = _cached_hf_file(repo, name)
+        if cached is not None:
+            return cached
     from huggingface_hub import hf_hub_download
 
     cache = str(hf_cache_dir())
