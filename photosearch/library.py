@@ -69,6 +69,7 @@ class Library:
         self._resolved = None
         self._encoder = None
         self._text_encoder = None
+        self._photo_tower = None  # the image tower alone, for photos not in the library
         self._indexes: dict[str, tuple[object, int]] = {}  # kind -> (search index, its generation)
         self._holding_writer_lock = False  # inside `watch`: index passes run under its lock
         self._kept_encoders = None  # inside `watch`: the image encoder stays loaded between passes
@@ -325,7 +326,7 @@ class Library:
         terms += [q.parse_term(t, force_text=text) for t in _as_terms(add)]
         terms += [q.parse_term(t, sign=-1.0, force_text=text) for t in _as_terms(sub)]
         only = candidate_ids(store, filters)
-        built = q.build(terms, store, self._image_encoder, phrasings, self._text_encoder_or_model)
+        built = q.build(terms, store, self._photo_encoder, phrasings, self._text_encoder_or_model)
         exclude = set() if include_query_images else built.own_ids
         # Words look at the whole frame, a tile at a time, where the library keeps tiles;
         # photos alone are compared by their own vectors (docs/whole-frame.md).
@@ -405,7 +406,7 @@ class Library:
                 for infos, matrix in store.iter_photos(candidate_ids(store, selection)):
                     yield from tagged(matrix, [i.path for i in infos], [i.id for i in infos])
         for raw in files:
-            vector, row_id = image_vector(store, raw, self._image_encoder)
+            vector, row_id = image_vector(store, raw, self._photo_encoder)
             yield from tagged(vector.reshape(1, -1), [raw], [row_id])
 
     # -- duplicates ---------------------------------------------------------------------------
@@ -569,6 +570,22 @@ class Library:
             if self.device in ("auto", "cpu"):
                 model.ensure_text_tower(encoder)  # so the next cold text query skips torch
         return self._encoder
+
+    def _photo_encoder(self):
+        """For photos that aren't in the library (a query photo, an upload): the image tower
+        in ONNX Runtime where it covers the model, so such a query needn't import torch
+        (model.light_image_encoder); else, or once loaded, the whole model."""
+        if self._encoder is None and self._photo_tower is None:
+            from photosearch import model
+
+            store = self._require_model()
+            resolved = self._resolved_model()
+            binding.check_weights(store, resolved)
+            tower = model.light_image_encoder(resolved, self.device, config.requested_precision(default="fp32"))
+            if tower is not None:
+                binding.check_loaded(store, resolved, tower.dim)
+                self._photo_tower = tower
+        return self._encoder or self._photo_tower or self._image_encoder()
 
     def _text_encoder_or_model(self):
         """The torch-free text tower when it is (or can now be) prepared for these weights,

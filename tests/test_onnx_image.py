@@ -149,6 +149,16 @@ def test_a_small_run_indexes_without_torch_and_agrees_with_a_torch_run(random_vi
     for path in a:  # torch runs bf16 on CPUs that have it: 0.9999 here, so 0.999 holds anywhere
         assert a[path].shape == b[path].shape
         assert np.sum(a[path] * b[path], axis=1).min() >= 0.999, path
+    # A query photo from outside the library is embedded without torch too, and a copy of
+    # an indexed photo finds that photo first, at the cosine of the same picture.
+    import shutil
+
+    shutil.copy(tmp_path / "pics" / "wide.jpg", tmp_path / "query.jpg")
+    query = probe(cli_code("query", str(tmp_path / "query.jpg"), "--db", str(tmp_path / "big.db"), "-k", "3", "--json"),
+                  ("torch", "open_clip"))  # fmt: skip
+    assert query.returncode == 0 and query.imported == set(), query.stderr
+    best = json.loads(query.stdout.splitlines()[0])
+    assert best["path"] == str(tmp_path / "pics" / "wide.jpg") and best["score"] >= 0.999, best
 
 
 def test_designs_it_does_not_cover_are_left_to_torch(tiny_model, tmp_path):

@@ -40,6 +40,7 @@ __all__ = [
     "ensure_text_tower",
     "load_encoder",
     "load_image_encoder",
+    "light_image_encoder",
     "KeptEncoders",
     "load_text_tower",
     "resolve",
@@ -96,14 +97,24 @@ def load_image_encoder(
     the line; 0: always torch)."""
     from photosearch.config import small_run_photos
 
-    if photos <= small_run_photos(SMALL_RUN_PHOTOS) and _cpu_run(device, precision):
-        from photosearch.model import onnx_image
-
-        if onnx_image.covers(architecture_of(resolved)) and onnx_image.prepare(resolved):
-            encoder = onnx_image.load(resolved.fingerprint())
-            if encoder is not None:
-                return encoder
+    if photos <= small_run_photos(SMALL_RUN_PHOTOS):
+        encoder = light_image_encoder(resolved, device, precision)
+        if encoder is not None:
+            return encoder
     return load_encoder(resolved, device, precision, ("image",))
+
+
+def light_image_encoder(resolved: ResolvedModel, device: str = "auto", precision: str | None = None) -> "OnnxImageEncoder | None":
+    """The image tower in ONNX Runtime (no torch) when it covers this model and the run is
+    on the CPU, else None: for a few photos (a small index run, a query photo)."""
+    if not _cpu_run(device, precision):
+        return None
+    from photosearch.model import onnx_image
+
+    arch = architecture_of(resolved)
+    if onnx_image.covers(arch) and onnx_image.prepare(resolved):
+        return onnx_image.load(resolved.fingerprint(), cut=arch.cut)
+    return None
 
 
 class KeptEncoders:

@@ -125,14 +125,14 @@ def _recipe(fingerprint: str) -> dict | None:
         return None
 
 
-def load(fingerprint: str, threads: int = 1) -> "OnnxImageEncoder | None":
+def load(fingerprint: str, threads: int = 1, cut=None) -> "OnnxImageEncoder | None":
     """The encoder for these weights when its graph is prepared and ONNX Runtime opens it;
-    else None (the caller uses torch)."""
+    else None (the caller uses torch). `cut`: the model's (model.cut_of), for query photos."""
     recipe = _recipe(fingerprint)
     if recipe is None:
         return None
     try:
-        return OnnxImageEncoder(tower_dir(fingerprint) / _GRAPH, recipe, threads)
+        return OnnxImageEncoder(tower_dir(fingerprint) / _GRAPH, recipe, threads, cut)
     except Exception:  # an ONNX Runtime that can't run it (too old, a damaged file): torch can
         return None
 
@@ -301,7 +301,9 @@ class OnnxImageEncoder:
     backend, precision, device = "onnxruntime", "fp32", "cpu"
     batch_limit = 4  # photos a batch: batches run side by side, one thread each
 
-    def __init__(self, graph: Path, recipe: dict, threads: int = 1):
+    worker_crop = True  # takes the decode workers' arrays (model/cut.py), never PIL pictures
+
+    def __init__(self, graph: Path, recipe: dict, threads: int = 1, cut=None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -316,12 +318,22 @@ class OnnxImageEncoder:
                                          str(Path(recipe["checkpoint"]).parent))  # fmt: skip
         self._session = ort.InferenceSession(graph.read_bytes(), options, providers=["CPUExecutionProvider"])
         self.dim, self.logit_scale, self.image_size = int(recipe["dim"]), float(recipe["logit_scale"]), int(recipe["size_px"])
+        self.cut = cut  # how photos are cut for it: for a query photo (query.image_vector)
 
     @contextlib.contextmanager
     def batches_in_parallel(self):
         from photosearch.config import usable_cpus
 
         yield max(1, min(usable_cpus(), 4))
+
+    def preprocess(self, image) -> np.ndarray:
+        """A PIL picture -> the model's (size, size, 3) uint8 input, centre-cropped."""
+        from photosearch.model.cut import model_input
+
+        return model_input(image, self.image_size, self.cut.interpolation)
+
+    def encode_images(self, pixels) -> np.ndarray:
+        return self.encode_prepared(list(pixels))
 
     def encode_prepared(self, items) -> np.ndarray:
         """(size, size, 3) uint8 arrays from the decode workers -> (n, dim) unit vectors."""
