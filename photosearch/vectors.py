@@ -11,11 +11,15 @@ One file next to the library (`library.db.faiss`), in one of two formats:
 - From ANN_THRESHOLD up, a FAISS inverted-file index: IVF-Flat for float32 libraries, IVF
   with a float16 scalar quantizer for float16 ones (half the file and memory, same recall:
   bench/ann.py).
+- From COMPRESS_ABOVE up (1 M entries; PHOTOSEARCH_COMPRESS_ABOVE), IVF with 128-byte product
+  quantizer codes, whose candidates are re-ranked exactly from the vectors in SQLite
+  (rerank.py): the index no longer holds the vectors, so 10 M of them take ~1.4 GB, not 10 GB
+  (docs/big-index.md). `load` hands it out joined to its store (`rerank.Reranked`).
 
 Writes are atomic: a temporary file in the same folder, fsynced, renamed over the old one
 while holding SQLite's write lock, together with a manifest in the library's `meta` table
 (`index_generation`, `index_count`, `index_format`, `index_checksum`, `index_bytes`,
-`index_kind`, `index_trained_on`), so a reader always sees one whole version and knows which
+`index_kind`, `index_codec`, `index_trained_on`), so a reader always sees one whole version and knows which
 version of the library it holds. A missing, truncated or corrupt file is detected on load
 and rebuilt from SQLite, never silently empty. Vectors are kept under their SQLite row ids.
 
@@ -30,9 +34,11 @@ store.py). An index file that is whole but older than the library is brought up 
 dropping the ids SQLite no longer has or has rewritten and adding the rows written since,
 instead of a rebuild (an IVF rebuild takes 1-2 minutes at 1 M vectors on 2 cores). It is
 rebuilt from scratch only when the file is missing or damaged, the library crossed
-ANN_THRESHOLD either way, the precision changed, or an IVF index holds more than twice or
-less than half the vectors its lists were trained on. An index run that changed nothing
-leaves the file alone.
+ANN_THRESHOLD or COMPRESS_ABOVE either way (the manifest's `codec` no longer what
+`codec_for` says; a moved PHOTOSEARCH_COMPRESS_ABOVE counts), the precision changed, or an
+IVF index holds more than twice or less than half the vectors its lists were trained on. An
+index run that changed nothing leaves the file alone. Added vectors are encoded with the
+codes the index was trained with.
 
 Flat layout (all little-endian):
     0   8 bytes  magic b"PSFLAT1\\n"
@@ -71,6 +77,21 @@ from photosearch.store import Store, storage_error
 ANN_THRESHOLD = 50_000
 TRAIN_SAMPLE = 50_000
 NPROBE = 16
+# From this many entries up, the IVF lists hold product-quantizer codes (PQ_BYTES a vector)
+# instead of whole vectors, and the candidates are re-ranked exactly from SQLite (rerank.py):
+# an IVF-fp16 index holds 1 KB a 512-d vector, so 1 GB at 1 M and 10 GB at 10 M, where the
+# compressed one holds 136 bytes (code + id): 1.4 GB at 10 M. 128 one-byte codes of 4
+# dimensions each, not 64 of 8: on 1 M clustered vectors 64 needed 1000 candidates for
+# recall@10 0.97, 128 reach 0.996 with 250 (docs/big-index.md). The environment variable
+# PHOTOSEARCH_COMPRESS_ABOVE moves the threshold (a tuning knob: a machine with memory to
+# spare can keep whole vectors longer). Measurements: docs/big-index.md.
+COMPRESS_ABOVE = 1_000_000
+ENV_COMPRESS_ABOVE = "PHOTOSEARCH_COMPRESS_ABOVE"
+PQ_BYTES = 128
+COMPRESSED_NPROBE = 32
+# Each sub-quantizer learns 256 centres: fewer vectors than a few of those per centre can't
+# train it, whatever the threshold says.
+COMPRESS_MIN = 1024
 # An IVF index is retrained once it holds more than RETRAIN_GROWTH times, or less than
 # 1/RETRAIN_GROWTH of, the vectors its lists were trained on: lists grown lopsided make
 # probing 16 of them cover less.
@@ -83,6 +104,37 @@ BLOCK = 4096
 
 
 PHOTOS, TILES = "photos", "tiles"  # the two kinds of index (see the module docstring)
+
+
+def compress_above() -> int:
+    """The entry count from which an index is compressed (COMPRESS_ABOVE, or the
+    environment's PHOTOSEARCH_COMPRESS_ABOVE)."""
+    value = os.environ.get(ENV_COMPRESS_ABOVE, "").strip()
+    if not value:
+        return COMPRESS_ABOVE
+    try:
+        return int(value.replace("_", ""))
+    except ValueError:
+        raise PhotosearchError(f"{ENV_COMPRESS_ABOVE}={value!r} is not a number of vectors", "set it to a whole number, e.g. 1000000, or unset it") from None
+
+
+def codec_for(n: int, dtype: str, dim: int) -> str:
+    """How an index of `n` entries stores them: 'flat' (exact, numpy), 'ivf-flat',
+    'ivf-fp16' or 'ivf-pq{bytes}x8' (compressed, re-ranked from SQLite)."""
+    if _compressed(n):
+        return f"ivf-pq{_pq_subquantizers(dim)}x8"
+    if n < ANN_THRESHOLD:
+        return "flat"
+    return "ivf-fp16" if dtype == "float16" else "ivf-flat"
+
+
+def _compressed(n: int) -> bool:
+    return n >= max(compress_above(), COMPRESS_MIN)
+
+
+def _pq_subquantizers(dim: int) -> int:
+    """PQ_BYTES one-byte codes a vector, or the nearest count that divides `dim`."""
+    return max(m for m in range(1, min(PQ_BYTES, dim) + 1) if dim % m == 0)
 
 
 def index_path(library: Path, kind: str = PHOTOS) -> Path:
@@ -173,13 +225,14 @@ def build(store: Store, kind: str = PHOTOS):
     dim = int(store.meta().get("dim", 0))
     tiles = kind == TILES
     n = store.entry_count(tiles)
-    if n < ANN_THRESHOLD:
+    codec = codec_for(n, dtype, dim)
+    if codec == "flat":
         ids, matrix = store.entries(tiles=tiles)
         return build_from(ids, matrix, dim, dtype=dtype)
     # Train on a sample, then add a chunk at a time: a million float32 vectors needn't sit in
     # memory next to the index.
     ids = store.entry_ids(tiles)
-    index = _empty_ivf(dim, int(np.sqrt(n)), dtype)
+    index = _empty_ivf(dim, int(np.sqrt(n)), dtype, compressed=codec.startswith("ivf-pq"))
     sample = np.sort(np.random.default_rng(0).choice(ids, size=_train_size(n, index.nlist), replace=False))
     found, matrix = store.entries_by_id(sample, tiles)
     _train(index, matrix[np.isin(found, sample)])
@@ -193,20 +246,30 @@ def build_from(ids: np.ndarray, matrix: np.ndarray, dim: int, ann_threshold: int
     `dtype`: float32, or float16 through FAISS's scalar quantizer)."""
     ids = np.asarray(ids, dtype=np.int64)
     matrix = np.ascontiguousarray(matrix, dtype=np.float32).reshape(len(ids), dim)
-    if len(ids) < ann_threshold:
+    compressed = _compressed(len(ids))
+    if len(ids) < ann_threshold and not compressed:
         order = np.argsort(ids, kind="stable")
         return FlatIndex(ids[order], matrix[order])
-    index = _empty_ivf(dim, int(np.sqrt(len(ids))), dtype)
+    index = _empty_ivf(dim, int(np.sqrt(len(ids))), dtype, compressed=compressed)
     sample = np.random.default_rng(0).choice(len(ids), size=_train_size(len(ids), index.nlist), replace=False)
     _train(index, matrix[np.sort(sample)])
     index.add_with_ids(matrix, ids)
     return index
 
 
-def _empty_ivf(dim: int, nlist: int, dtype: str):
+def _empty_ivf(dim: int, nlist: int, dtype: str, *, compressed: bool = False):
     import faiss
 
     quantizer = faiss.IndexFlatIP(dim)
+    if compressed:
+        # Codes of each vector's residual from its list's centre, one byte per sub-vector.
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, _pq_subquantizers(dim), 8, faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = COMPRESSED_NPROBE
+        index.cp.niter = 10
+        index.cp.min_points_per_centroid = 16
+        index.pq.cp.min_points_per_centroid = COMPRESS_MIN // 256  # only a warning's trigger
+        index.pq.cp.niter = 10  # 128 k-means on 50 k points: 25 rounds cost minutes on 2 cores
+        return index
     if dtype == "float16":
         # by_residual=False: the codes are the vectors themselves in float16, so a score is
         # one dot product, as exact as float16 allows.
@@ -230,6 +293,13 @@ def _train(index, sample: np.ndarray) -> None:
 
 
 def kind(index) -> str:
+    """What `photosearch info` shows: 'flat-ip', 'ivf{nlist}-nprobe{n}' (-fp16), or for a
+    compressed index 'ivf{nlist}-nprobe{n}-pq{m}x8-rerank{depth}'."""
+    from photosearch.rerank import Reranked
+
+    depth = None
+    if isinstance(index, Reranked):
+        index, depth = index.index, index.depth
     if isinstance(index, FlatIndex):
         return "flat-ip"
     import faiss
@@ -237,7 +307,33 @@ def kind(index) -> str:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
         return "flat-ip"
-    return f"ivf{ivf.nlist}-nprobe{ivf.nprobe}" + ("-fp16" if _stores_float16(index) else "")
+    name = f"ivf{ivf.nlist}-nprobe{ivf.nprobe}"
+    if _is_compressed(index):
+        from photosearch.rerank import RERANK_DEPTH
+
+        return name + f"-pq{faiss.downcast_index(ivf).pq.M}x8-rerank{depth or RERANK_DEPTH}"
+    return name + ("-fp16" if _stores_float16(index) else "")
+
+
+def codec(index) -> str:
+    """`codec_for`'s name for what `index` is."""
+    from photosearch.rerank import Reranked
+
+    if isinstance(index, Reranked):
+        index = index.index
+    if isinstance(index, FlatIndex):
+        return "flat"
+    if _is_compressed(index):
+        import faiss
+
+        return f"ivf-pq{faiss.downcast_index(faiss.try_extract_index_ivf(index)).pq.M}x8"
+    return "ivf-fp16" if _stores_float16(index) else "ivf-flat"
+
+
+def _is_compressed(index) -> bool:
+    import faiss
+
+    return isinstance(faiss.downcast_index(faiss.try_extract_index_ivf(index)), faiss.IndexIVFPQ)
 
 
 def _stores_float16(index) -> bool:
@@ -257,10 +353,22 @@ def search(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool 
     narrow filter still finds its k best. `selector` is a FAISS ID selector (FAISS indexes
     only), with `exhaustive` to probe every list.
     """
+    from photosearch import rerank
+
     if isinstance(index, FlatIndex):
         if selector is not None:
             raise TypeError("a FAISS selector needs a FAISS index; pass only=/exclude= row ids")
         return index.search(query, k, only=only, exclude=exclude)
+    if isinstance(index, rerank.Reranked):
+        if selector is not None:
+            raise TypeError("a compressed index takes only=/exclude= row ids, not a FAISS selector")
+        return rerank.search(index, query, k, only=only, exclude=exclude)
+    return search_ivf(index, query, k, selector, exhaustive=exhaustive, only=only, exclude=exclude)
+
+
+def search_ivf(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool = False, only=None, exclude=None, widen: float | None = None):
+    """`search` on a FAISS index. `widen`: with `only`, probe that many times the lists
+    (rerank.py's wide filters) instead of every list."""
     import faiss
 
     # One query is too little work to split: with another process on the second core,
@@ -273,13 +381,16 @@ def search(index, query: np.ndarray, k: int, selector=None, *, exhaustive: bool 
         only = np.ascontiguousarray(only, dtype=np.int64)
         if excluded is not None:
             only = only[~np.isin(only, excluded)]
-        selector, exhaustive = faiss.IDSelectorBatch(only), True
+        selector, exhaustive = faiss.IDSelectorBatch(only), widen is None
     elif selector is None and excluded is not None:
         kept.append(faiss.IDSelectorBatch(excluded))
         selector = faiss.IDSelectorNot(kept[-1])
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nlist if exhaustive else ivf.nprobe)
+        from photosearch.rerank import probes
+
+        nprobe = ivf.nlist if exhaustive else probes(ivf.nprobe, ivf.nlist, widen or 1.0)
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         return index.search(query, k, params=params)
     if selector is not None:
         return index.search(query, k, params=faiss.SearchParameters(sel=selector))
@@ -300,7 +411,26 @@ def load(store: Store, *, persist: bool = True, kind: str = PHOTOS) -> LoadedInd
             _save(store, version)
         except (OSError, sqlite3.Error, PhotosearchError):
             pass  # a read-only library still answers queries from the rebuilt index
-    return LoadedIndex(version.index, version.reason, kind == TILES)
+    return LoadedIndex(for_search(store, version.index, kind), version.reason, kind == TILES)
+
+
+def for_search(store: Store, index, kind: str = PHOTOS):
+    """`index` as searches take it: a compressed one joined to the store its candidates
+    are re-ranked from (rerank.py); any other as it is."""
+    if isinstance(index, FlatIndex) or not _is_compressed(index):
+        return index
+    from photosearch.rerank import Reranked
+
+    tiles = kind == TILES
+
+    def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found, matrix = store.entries_by_id(ids, tiles)
+        if tiles:  # a photo's every tile came: keep the entries asked for
+            keep = np.isin(found, ids)
+            found, matrix = found[keep], matrix[keep]
+        return found, matrix
+
+    return Reranked(index, fetch, tiles_per_photo=index.ntotal / max(store.count(), 1) if tiles else None)
 
 
 def status(store: Store, kind: str = PHOTOS) -> str:
@@ -315,6 +445,10 @@ def status(store: Store, kind: str = PHOTOS) -> str:
         and manifest.get(key + "format") in ("flat", "faiss")
         and str(path.stat().st_size) == manifest.get(key + "bytes")
     )
+    recorded = manifest.get(key + "codec")
+    if current and recorded is not None:  # e.g. PHOTOSEARCH_COMPRESS_ABOVE moved past it
+        dim = int(store.meta().get("dim", 0))
+        current = recorded == codec_for(int(manifest.get(key + "count", 0)), store.vector_dtype(), dim)
     return "current" if current else "stale"
 
 
@@ -334,7 +468,7 @@ def refresh(store: Store) -> str:
 def _refresh(store: Store, kind: str) -> str:
     if status(store, kind) == "current":
         return "current"
-    version = _current(store, kind)
+    version = _current(store, kind, writer=True)
     _save(store, version)
     return "updated" if version.caught_up else "rebuilt"
 
@@ -357,14 +491,18 @@ class _Version:
     kind: str = PHOTOS
 
 
-def _current(store: Store, kind: str) -> _Version:
-    """The index at the library's current generation, in one consistent snapshot."""
+def _current(store: Store, kind: str, *, writer: bool = False) -> _Version:
+    """The index at the library's current generation, in one consistent snapshot. The
+    `writer` (an index run) also rebuilds a current file that is no longer of the kind
+    `codec_for` asks for (the threshold was moved); a query takes it as it is."""
     with store.snapshot():
         meta = store.meta()
         generation = int(meta.get("generation", 0))
         cached, reason = _read_file(store, meta, kind)
         if cached is not None and cached.generation == generation:
-            return cached
+            if not writer or codec(cached.index) == codec_for(cached.index.ntotal, store.vector_dtype(), cached.index.d):
+                return cached
+            cached, reason = None, "is of another kind than its size asks for"
         if cached is not None:
             caught_up = _catch_up(store, cached, meta)
             if caught_up is not None:
@@ -441,15 +579,16 @@ def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
     index, tiles = cached.index, cached.kind == TILES
     n = store.entry_count(tiles)
     flat = isinstance(index, FlatIndex)
-    if flat != (n < ANN_THRESHOLD) or cached.generation > int(meta["generation"]):
+    if cached.generation > int(meta["generation"]):
         return None
     if index.d != int(meta.get("dim", 0)):  # an empty library's index, from before it had a model
+        return None
+    # Crossed a threshold, or the precision changed: another kind of index is due.
+    if codec(index) != codec_for(n, store.vector_dtype(), index.d):
         return None
     if not flat:
         trained = cached.trained_on or 0
         if not trained / RETRAIN_GROWTH <= n <= trained * RETRAIN_GROWTH:
-            return None
-        if _stores_float16(index) != (store.vector_dtype() == "float16"):
             return None
     current = store.entry_ids(tiles)
     changed_ids, changed = store.entries_written_after(cached.generation, tiles)
@@ -522,6 +661,7 @@ def _save(store: Store, version: _Version) -> bool:
             "checksum": checksum,
             "bytes": size,
             "kind": kind(version.index),
+            "codec": codec(version.index),
             "trained_on": version.trained_on,
         }
         if not store.record_index(version.generation, manifest, lambda: os.replace(tmp, target), _prefix(version.kind)):
