@@ -184,7 +184,16 @@ RawPairsOption = typer.Option("jpeg", "--raw-pairs", help="A camera RAW file bes
 # -- index --------------------------------------------------------------------------------
 
 
-@app.command()
+class _IndexCommand(typer.core.TyperCommand):
+    """`index`, whose `--ray` takes an optional value (photosearch/cluster: with_ray_value)."""
+
+    def parse_args(self, ctx, args):
+        from photosearch.cluster import with_ray_value
+
+        return super().parse_args(ctx, with_ray_value(list(args)))
+
+
+@app.command(cls=_IndexCommand)
 def index(
     folders: List[Path] = typer.Argument(..., help="Folders (or single photos) to index.", show_default=False),
     db: Optional[Path] = DbOption,
@@ -203,6 +212,7 @@ def index(
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also make every photo's thumbnail now, in the decode workers (for `serve`, `--preview`, contact sheets) [default: each is made the first time it is shown]."),
     raw_pairs: Literal["jpeg", "raw", "both"] = RawPairsOption,
     crops: Optional[Literal["centre", "letterbox", "mean", "max"]] = CropsOption,
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", show_default=False, help="Decode and encode on a Ray cluster (docs/ray.md; pip install 'photosearch[ray]'): --ray alone starts a local one for the run, --ray auto joins RAY_ADDRESS's, --ray HOST:PORT that one. This process still scans and writes the library."),
     quiet: bool = QuietOption,
 ) -> None:
     """Index photos under FOLDERS: new and changed photos are encoded, vanished ones dropped."""
@@ -226,6 +236,7 @@ def index(
             on_event=progress,
             raw_pairs=raw_pairs,
             crops=crops,
+            ray=ray,
         )
         progress.close()
         if not quiet:
@@ -256,6 +267,7 @@ class _IndexProgress:
         self.quiet = quiet
         self.bar = None
         self.thumbnails_failed = 0
+        self.nodes = 0  # Ray nodes in use (index --ray)
 
     def __call__(self, event) -> None:
         if event.kind in ("skipped", "problem"):
@@ -284,8 +296,12 @@ class _IndexProgress:
         elif event.kind == "model" and self.bar is not None:
             self.bar.set_description(f"Loading {event.reason}")
         elif event.kind == "progress" and self.bar is not None:
-            self.bar.set_description("Indexing")
+            self.bar.set_description(f"Indexing on {self.nodes} Ray node{'s' * (self.nodes != 1)}" if self.nodes else "Indexing")
             self.bar.update(event.done - self.bar.n)
+        elif event.kind == "cluster":  # --ray: the nodes in use (the bar's rate is the cluster's photos/s)
+            self.nodes = event.total
+            if not self.quiet:
+                self._write(f"Indexing on Ray, {event.reason}")
 
     def _write(self, text: str) -> None:
         if self.bar is not None:
@@ -637,6 +653,108 @@ def duplicates(
 
 def _members(group) -> list:
     return [member.photo for member in group.members]
+
+
+# -- map ----------------------------------------------------------------------------------
+
+
+@app.command("map")
+def map_(
+    output_file: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Also draw the map: FILE.html (self-contained, offline: zoom, pan, thumbnails, hover for paths) or FILE.png (a static picture: labelled clusters, a few thumbnails each).", show_default=False),
+    labels: Optional[List[str]] = typer.Option(None, "--labels", "-l", help='Name clusters from these comma-separated labels, e.g. "beach,city,cat" (repeatable) [default: a built-in vocabulary of ~330 everyday photo subjects].', show_default=False),
+    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="Name clusters from the labels in this file, one a line (replaces the built-in vocabulary).", show_default=False),
+    clusters: Optional[int] = typer.Option(None, "--clusters", "-c", min=1, help="How many clusters [default: chosen by silhouette, up to 40].", show_default=False),
+    layout: str = typer.Option("auto", "--layout", metavar="auto|pca|tsne|umap", help="How photos are placed: auto is t-SNE up to 1000 photos, UMAP above; pca is quickest and crudest (docs/map.md)."),
+    thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Draw the photos' thumbnails in the HTML/PNG, making the missing ones now (--no-thumbnails: coloured dots)."),
+    ensemble: bool = EnsembleOption,
+    template: Optional[List[str]] = TemplateOption,
+    in_dirs: Optional[List[str]] = InOption,
+    glob: Optional[List[str]] = GlobOption,
+    since: Optional[str] = SinceOption,
+    until: Optional[str] = UntilOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    json_out: bool = JsonOption,
+    table_out: bool = TableOption,
+    paths: bool = typer.Option(False, "--paths", help="Only the paths nearest each cluster's centre, one a line; an empty line ends each cluster."),
+    print0: bool = typer.Option(False, "--print0", "-0", help="The same, each ended by a NUL byte; an extra NUL ends each cluster."),
+    csv_out: bool = CsvOption,
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: Optional[str] = DeviceOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """A map of the library: photos laid out by similarity, grouped, each group named.
+
+    Lists the clusters (one JSON line a cluster); --output also draws the map. The layout
+    is computed once and kept next to the library until it changes (docs/map.md).
+
+    \b
+    photosearch map --output map.html            # open it in any browser, offline
+    photosearch map --output map.png --in ~/Pictures/2019
+    photosearch map --labels-file subjects.txt --json
+    """
+    with _errors_to_exit_codes():
+        from photosearch import output
+
+        fmt = _format(json_out, table_out, paths, print0, csv_out)
+        target = _map_target(output_file)
+        names = _map_labels(labels, labels_file)
+        filters = _filters(in_dirs, glob, since, until, min_width, min_height)
+        library = _open_library(db, model, pretrained, device, quiet=quiet)
+        started = time.monotonic()
+        step = (lambda message: None) if quiet else (lambda message: _err(f"map: {message}"))
+        made = library.map(filters, names, clusters=clusters, layout=layout, templates=template, ensemble=ensemble,
+                           photos=target is not None, on_step=step)  # fmt: skip
+        writer = output.Writer(fmt, output.MAP_CLUSTERS, grouped=True)
+        writer.write_all(made.clusters)
+        writer.close(f"{len(made)} photos in {len(made.clusters)} clusters")
+        if target is not None:
+            from photosearch.map import render_html, render_png
+
+            thumbnail = _thumbnails(library, quiet=True) if thumbnails else None
+            render = render_png.write if target.suffix.lower() == ".png" else render_html.write
+            render(made, target, thumbnail, on_step=step)
+        if not quiet:
+            how = "from the cache" if made.from_cache else f"in {time.monotonic() - started:.1f} s"
+            drawn = f"; wrote {target}" if target is not None else ""
+            _err(f"Mapped {len(made)} photos into {len(made.clusters)} clusters ({made.method}) {how}{drawn}.")
+
+
+MAP_SUFFIXES = (".html", ".htm", ".png")
+
+
+def _map_target(path: Optional[Path]) -> Optional[Path]:
+    """--output's file, checked before any work: a known suffix in a folder that exists."""
+    if path is None:
+        return None
+    path = path.expanduser()
+    if path.suffix.lower() not in MAP_SUFFIXES:
+        shown = f"{path.suffix} files" if path.suffix else "a file without a suffix"
+        raise UsageError(f"can't draw a map as {shown} ({path})", "name the file .html or .png")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder", f"name the map's file, e.g. {path / 'map.html'}")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"no folder {path.absolute().parent} for the map", "create it first, or pick another path")
+    return path
+
+
+def _map_labels(labels: Optional[List[str]], labels_file: Optional[Path]) -> Optional[List[str]]:
+    """--labels/--labels-file's names, or None for the built-in vocabulary."""
+    from photosearch.classify import parse_labels
+
+    if not labels and labels_file is None:
+        return None
+    file_text = None
+    if labels_file is not None:
+        try:
+            file_text = labels_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {labels_file}: {exc.strerror}", "check --labels-file") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{labels_file} is not UTF-8 text", "give --labels-file a text file, one label a line") from None
+    return parse_labels(labels, file_text)
 
 
 # -- info, failures -----------------------------------------------------------------------

@@ -62,6 +62,7 @@ def index_folders(
     on_event: Callable[[IndexEvent], None] = lambda event: None,
     unfinished: Collection[bytes] = frozenset(),
     crops: str | None = None,
+    pipeline=None,  # where the per-photo work runs instead of here: photosearch/cluster/ (--ray)
     encoders: model.KeptEncoders | None = None,  # keeps the image encoder loaded between calls
 ) -> IndexSummary:
     """Index photos under `roots` into `store`. Files in `unfinished` (still being written)
@@ -138,6 +139,7 @@ def index_folders(
     store.set_crops(summary.crops)  # before any photo is cut the new way: a successor goes on
     if todo:
         how = _Work(device, precision, batch_size, max_pixels, decode_timeout, prepare_job, str(thumbnails) if thumbnails else None)
+        how.pipeline = pipeline
         how.encoders = encoders
         _encode_and_store(store, resolved, todo, fingerprints, how, summary, on_event)
     if vanished:
@@ -187,6 +189,7 @@ class _Work:
     decode_timeout: float
     prepare_job: Callable[[tuple], Prepared]
     thumbnails: str | None = None  # the folder the decode workers write thumbnails to
+    pipeline: object = None  # photosearch/cluster/'s RayPipeline: the work runs on a cluster
     encoders: model.KeptEncoders | None = None  # a long-running caller's loaded encoder
 
 
@@ -294,6 +297,8 @@ def _encode_and_store(
     binding.check_weights(store, resolved)  # before any work
     how = Prepare.of(model.cut_of(resolved).with_crops(summary.crops), work.max_pixels, work.thumbnails)  # known without torch
     on_event(IndexEvent("model", reason=resolved.spec.label()))
+    if work.pipeline is not None:
+        return _store_from_pipeline(store, resolved, todo, fingerprints, work, summary, on_event, how)
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
     load = work.encoders.image_encoder if work.encoders is not None else model.load_image_encoder
     loading = loader.submit(load, resolved, work.device, work.precision, photos=len(todo))
@@ -425,3 +430,22 @@ def _encode(encoder, batch: list[Prepared], crops: str) -> list[tuple[np.ndarray
     counts = [len(item.pixels) for item in ok]
     flat = encoder.encode_prepared([tile for item in ok for tile in item.pixels])
     return [photo_vectors(v, crops) for v in np.split(flat, np.cumsum(counts)[:-1])]
+
+
+def _store_from_pipeline(store: Store, resolved: ResolvedModel, todo: list[tuple[PhotoFile, bool]],
+                         fingerprints: dict[bytes, str | None], work: _Work, summary: IndexSummary,
+                         on_event: Callable[[IndexEvent], None], how: Prepare) -> None:
+    """The per-photo work done by `work.pipeline` (photosearch/cluster/: decode tasks and
+    model actors on a Ray cluster), stored by `_Run._store` as the local path stores its own:
+    in the order of `todo`, one transaction a batch, failures recorded and reported."""
+    from concurrent.futures import Future
+
+    run = _Run(store, todo, fingerprints, work, summary, on_event, None, resolved, summary.crops)  # type: ignore[arg-type]
+    with work.pipeline.start(resolved, how, work, todo, on_event) as remote:  # type: ignore[attr-defined]
+        binding.check_loaded(store, resolved, remote.dim)
+        binding.bind(store, resolved, remote.dim, remote.logit_scale)
+        for batch, vectors_of_batch in remote.results(todo, fingerprints):
+            done: Future = Future()
+            done.set_result(vectors_of_batch)
+            run._store(batch, done)
+    model.ensure_text_tower(resolved)  # this machine has the weights: it resolved them

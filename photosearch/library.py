@@ -131,6 +131,7 @@ class Library:
         unfinished: Iterable[PathLike] = (),
         raw_pairs: str = "jpeg",
         crops: str | None = None,
+        ray: str | None = None,
     ) -> IndexSummary:
         """Bring the library up to date with `folders` (folders or single photos): new and
         changed photos are encoded, moved ones recognised by content, vanished ones dropped.
@@ -167,6 +168,11 @@ class Library:
         each, a photo scoring its best). The library remembers it; changing it embeds again
         the photos that aren't square (`summary.recut`), and an interrupted run's successor
         goes on with it. None: as the library does (a new library: the default).
+
+        `ray`: decode and encode on a Ray cluster (docs/ray.md; `pip install
+        'photosearch[ray]'`): "local" starts one on this machine for the run, "auto" joins
+        RAY_ADDRESS's, "HOST:PORT" that one. This process still scans and writes the library,
+        batch by batch, as without it. None: here, in this process and its decode workers.
         """
         from photosearch.decode import DEFAULT_MAX_PIXELS
         from photosearch.ignore import IgnoreRules
@@ -193,6 +199,11 @@ class Library:
         if crops is not None and crops not in CROPS:
             raise UsageError(f"unknown crops {crops!r}", f"use one of {', '.join(CROPS)}")
         rules = IgnoreRules([exclude] if isinstance(exclude, str) else exclude)  # bad patterns: before the lock
+        ray_pipeline = None
+        if ray is not None:  # Ray missing: one line now, not after the walk
+            from photosearch import cluster
+
+            ray_pipeline = cluster.pipeline(ray)
         with contextlib.nullcontext() if self._holding_writer_lock else WriterLock(self.path, wait=wait):
             if self._store is None:
                 self._store = Store.open(self.path, create=True)
@@ -214,6 +225,7 @@ class Library:
                 on_event=on_event or (lambda event: None),
                 unfinished={os.fsencode(os.path.abspath(os.fsdecode(p))) for p in unfinished},
                 crops=crops,
+                pipeline=ray_pipeline,
                 encoders=self._kept_encoders,
             )
         summary.converted = converted
@@ -413,13 +425,14 @@ class Library:
     def duplicates(self, threshold: float = 0.97, filters: Filters | None = None) -> list[DuplicateGroup]:
         """Groups of near-duplicate photos (cosine ≥ `threshold` to one another, joined
         through pairs), biggest first. Uses the stored vectors: no model is loaded."""
-        from photosearch.duplicates import find_groups
+        from photosearch.duplicates import check_size, find_groups
 
         if not -1.0 <= threshold <= 1.0:
             raise UsageError(f"threshold {threshold} is not a cosine", "use a number from -1 to 1")
         store = self._require_model()
         with store.snapshot():
             only = candidate_ids(store, filters)
+            check_size(store.count() if only is None else len(only))
             ids, matrix = store.all_vectors() if only is None else store.vectors_by_id(only)
             groups = find_groups(ids, matrix, threshold)
             rows = store.photos_by_id(i for group in groups for i, _ in group)
@@ -427,6 +440,52 @@ class Library:
             DuplicateGroup(number, [Duplicate(Photo.from_row(rows[i]), similarity) for i, similarity in group])
             for number, group in enumerate(groups, start=1)
         ]
+
+    # -- the map ------------------------------------------------------------------------------
+    def map(
+        self,
+        filters: Filters | None = None,
+        labels: Sequence[str] | None = None,
+        *,
+        clusters: int | None = None,
+        layout: str = "auto",
+        templates: Sequence[str] | None = None,
+        ensemble: bool = True,
+        photos: bool = True,
+        on_step: Callable[[str], None] | None = None,
+    ):
+        """A map of the library (photosearch.map.LibraryMap): every photo that passes
+        `filters` placed in 2-D (t-SNE up to 1000 photos, UMAP above; docs/map.md),
+        grouped by k-means on the vectors (`clusters` of them, default: chosen by
+        silhouette) and each group named by zero-shot classification of its centre against
+        `labels` (default: the built-in vocabulary of everyday subjects), phrased like
+        queries (`templates`, `ensemble`).
+
+        The layout and groups are computed once and kept next to the library
+        (`library.db.maps/`) until the library changes; an unchanged library's map is
+        read back at once (`from_cache`). `photos`: also look up every point's Photo
+        (`LibraryMap.photos`), what a renderer needs. `on_step` hears what it is doing.
+        Needs umap-learn past 1000 photos (`pip install 'photosearch[map]'`).
+        """
+        from photosearch import map as library_map
+        from photosearch import query as q
+        from photosearch.classify import label_vectors, unique_labels
+
+        names = list(library_map.label_names(None, None)) if labels is None else unique_labels(labels)
+        phrasings = q.templates_for(templates, ensemble)
+        store = self._require_model()
+        return library_map.build(
+            store,
+            self.path,
+            only=candidate_ids(store, filters),
+            names=names,
+            label_vectors=lambda: label_vectors(store, self._text_encoder_or_model, names, phrasings),
+            logit_scale=self._logit_scale(),
+            clusters=clusters,
+            method=layout,
+            on_step=on_step or (lambda message: None),
+            photos=photos,
+        )
 
     # -- photos -------------------------------------------------------------------------------
     def photo(self, id_or_path: int | PathLike) -> Photo:

@@ -26,6 +26,11 @@ change of meaning bumps `schema`, which every line carries as its first key). Ev
   duplicates  schema, group (1-based, biggest first), size, photos: [{path, [path_bytes],
               similarity (cosine to the group's first photo), width, height, size_bytes}]
   failures    schema, path, [path_bytes], reason, failed_at
+  map         schema, cluster (1-based, biggest first), size, label, label_score (zero-shot
+              probability of the label for the cluster's centre, 0..1), labels: [{label,
+              probability}] (the best 3), examples: [{path, [path_bytes]}] (the photos
+              nearest the cluster's centre, nearest first), x, y (the label's place on the
+              map, -1..1)
 """
 
 from __future__ import annotations
@@ -158,6 +163,21 @@ def failure_record(failure) -> dict:
     return {"schema": SCHEMA_VERSION, **path_fields(failure.path), "reason": failure.reason, "failed_at": failure.failed_at}
 
 
+def map_cluster_record(cluster) -> dict:
+    """One cluster of `photosearch map` (photosearch.map.MapCluster)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "cluster": cluster.cluster,
+        "size": cluster.size,
+        "label": cluster.label,
+        "label_score": round(cluster.label_score, 6),
+        "labels": [{"label": name, "probability": round(p, 6)} for name, p in cluster.labels],
+        "examples": [path_fields(photo.path) for photo in cluster.examples],
+        "x": round(cluster.position[0], 4),
+        "y": round(cluster.position[1], 4),
+    }
+
+
 def _dims(width, height) -> str:
     return f"{width}×{height}" if width and height else ""
 
@@ -216,6 +236,18 @@ FAILURES = Kind(
     table_rows=lambda f: [(display_path(f.path), f.reason, f.failed_at)],
     paths=lambda f: [f.path],
     nothing="No failures: every photo found was indexed.",
+)  # fmt: skip
+
+
+MAP_CLUSTERS = Kind(
+    record=lambda c, _: map_cluster_record(c),
+    csv_header=("cluster", "size", "label", "label_score", "examples"),
+    csv_rows=lambda c, _: [(c.cluster, c.size, c.label, f"{c.label_score:.6f}", ";".join(display_path(p.path) for p in c.examples))],
+    table_columns=(("cluster", {"justify": "right"}), ("size", {"justify": "right"}), ("label", {}), ("score", {"justify": "right"}),
+                   ("nearest its centre", {"overflow": "fold", "style": "dim"})),
+    table_rows=lambda c: [(str(c.cluster), str(c.size), c.label, f"{c.label_score:.3f}", display_path(c.examples[0].path) if c.examples else "")],
+    paths=lambda c: [p.path for p in c.examples],
+    nothing="No photos to map.",
 )  # fmt: skip
 
 

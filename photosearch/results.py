@@ -126,7 +126,7 @@ class IndexEvent:
     """What an index run is doing, for a progress display (`Library.index(on_event=…)`)."""
 
     kind: str  # 'problem' | 'skipped' | 'planned' | 'recut' | 'model' | 'progress' | 'saving'
-    #            | 'warning' | 'thumbnails' | 'thumbnail-failed'
+    #            | 'warning' | 'thumbnails' | 'thumbnail-failed' | 'cluster'
     # recut: `total` unchanged photos will be embedded again, cut the way `reason` names
     # (index(crops=…) changed it, or a library from before there was a choice meets the default).
     # problem: a folder or file that couldn't be walked; skipped: a photo that couldn't be
@@ -135,7 +135,8 @@ class IndexEvent:
     # index is being brought up to date; warning: something a person should hear (`reason`),
     # e.g. no thumbnails this run. With index(thumbnails=True): thumbnails, `done` of `total`
     # in the pass over photos indexed before; thumbnail-failed: the photo at `path` is indexed
-    # but got no thumbnail (`reason`).
+    # but got no thumbnail (`reason`). With index(ray=…): cluster, the `total` Ray nodes in use
+    # and their names (`reason`), at the start and whenever a node leaves.
     path: bytes | None = None
     reason: str | None = None
     total: int = 0

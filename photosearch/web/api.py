@@ -39,6 +39,7 @@ STATIC_FILES = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
     "/static/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/static/map.js": ("map.js", "text/javascript; charset=utf-8"),  # the Map view (photosearch/map)
 }
 
 
@@ -188,7 +189,10 @@ class Gallery:
             (re.compile(r"^/api/photos/(\d{1,18})$"), self.photo),
             (re.compile(r"^/api/photos/(\d{1,18})/thumbnail$"), self.thumbnail),
             (re.compile(r"^/api/photos/(\d{1,18})/original$"), self.original),
+            (re.compile(r"^/api/map$"), self.map),
+            (re.compile(r"^/api/map/clusters/(\d{1,6})$"), self.map_cluster),
         ]
+        self._map = None  # (what it was made of, the LibraryMap): the Map view's last map
 
     def warm_up(self) -> None:
         """Load what a text query needs now, so the first search doesn't pay for it."""
@@ -276,6 +280,58 @@ class Gallery:
                 "top": top,
                 "more": len(hits) > offset + top,
                 "results": [{**output.hit_record(hit, described, parsed), "id": hit.id} for hit in page],
+            }
+        )
+
+    def _library_map(self, params: Params):
+        """The map for these filters, made once per library generation (photosearch/map:
+        the layout is also cached next to the library, so a restarted server has it too)."""
+        filters = _filters(params)
+        clusters = params.integer("clusters", None, low=1, high=1000)
+        with self.lock:
+            wanted = (self.library.generation(), filters, clusters)
+            if self._map is None or self._map[0] != wanted:
+                self._map = (wanted, self.library.map(filters, clusters=clusters))
+            return self._map[1]
+
+    def map(self, request: Request) -> Response:
+        """The Map view's data: `photosearch map`'s layout and clusters, with photo ids."""
+        _allow(request, "GET", "HEAD")
+        params = Params(request.params)
+        made = self._library_map(params)
+        params.check_all_read()
+        from photosearch.map.render_html import map_data
+
+        return Response.json(map_data(made))
+
+    def map_cluster(self, request: Request, number: str) -> Response:
+        """One cluster's photos, nearest its centre first, a page at a time: what clicking
+        a cluster on the map shows in the results."""
+        _allow(request, "GET", "HEAD")
+        params = Params(request.params)
+        top = params.integer("top", DEFAULT_TOP, low=1, high=MAX_RESULTS)
+        offset = params.integer("offset", 0, low=0, high=10_000_000)
+        made = self._library_map(params)
+        params.check_all_read()
+        try:
+            members = made.members(int(number))
+        except UsageError as exc:
+            raise ApiError(404, exc.message, exc.hint) from None
+        cluster = made.clusters[int(number) - 1]
+        page = [int(i) for i in members[offset : offset + top]]
+        closeness = dict(zip(made.ids.tolist(), made.closeness.tolist(), strict=True)) if made.closeness is not None else {}
+        records = [{**output.photo_record(made.photos[i]), "score": round(closeness.get(i, 0.0), 6)} for i in page if i in made.photos]
+        return Response.json(
+            {
+                "schema": output.SCHEMA_VERSION,
+                "cluster": cluster.cluster,
+                "label": cluster.label,
+                "label_score": round(cluster.label_score, 6),
+                "size": cluster.size,
+                "offset": offset,
+                "top": top,
+                "more": len(members) > offset + top,
+                "results": records,
             }
         )
 

@@ -96,7 +96,7 @@ async function search({ append = false } = {}) {
   clearError();
   $("status").textContent = "Searching…";
   try {
-    const page = await api(`/api/search?${params}`, options);
+    const page = state.query.kind === "cluster" ? await clusterPage(offset, controller) : await api(`/api/search?${params}`, options);
     if (controller !== state.inflight) return; // a newer search has started
     state.results = append ? state.results.concat(page.results) : page.results;
     state.more = page.more;
@@ -118,6 +118,9 @@ const ORDER_WORDS = { score: "best first", date: "newest first", path: "in path 
 
 function describe(page) {
   const n = state.results.length;
+  if (state.query && state.query.kind === "cluster") {
+    return `Cluster ${page.cluster} of the map, “${page.label}”: ${page.size} photos, nearest its centre first.`;
+  }
   if (!n) return `No photos matched “${page.query}”.`;
   const terms = state.add.length + state.sub.length;
   const extra = terms ? ` with ${terms} more/less term${terms > 1 ? "s" : ""}` : "";
@@ -310,6 +313,7 @@ function readFilters() {
 function applyFilters() {
   readFilters();
   if (state.view === "duplicates") loadDuplicates();
+  else if (state.view === "map") loadMap();
   else search();
 }
 
@@ -475,10 +479,68 @@ function showView(view) {
   state.view = view;
   $("results").hidden = view !== "search";
   $("duplicates").hidden = view !== "duplicates";
-  for (const [id, name] of [["view-search", "search"], ["view-duplicates", "duplicates"]]) {
+  $("map").hidden = view !== "map";
+  for (const [id, name] of [["view-search", "search"], ["view-duplicates", "duplicates"], ["view-map", "map"]]) {
     $(id).classList.toggle("active", view === name);
     $(id).setAttribute("aria-pressed", String(view === name));
   }
+}
+
+// -- the map ---------------------------------------------------------------------------
+// The library laid out by similarity (photosearch map): clicking a cluster shows its photos
+// in the results, clicking a photo opens it.
+
+const mapState = { key: null, data: null, view: null };
+
+async function loadMap() {
+  showView("map");
+  clearError();
+  const params = new URLSearchParams();
+  filterParams(params);
+  const key = `${params}|${state.generation}`;
+  if (mapState.key === key && mapState.view) {
+    $("status").textContent = mapStatus(mapState.data);
+    return;
+  }
+  $("status").textContent = "Drawing the map… (the first time for a big library takes a while)";
+  try {
+    const data = await api(`/api/map?${params}`);
+    mapState.key = key;
+    mapState.data = data;
+    $("map-stage").replaceChildren();
+    mapState.view = window.PhotoMap.create($("map-stage"), data, {
+      onPoint: (i) => openDetail({ id: data.ids[i], path: data.paths[i] }, mapState.view.canvas),
+      onCluster: (c) => searchCluster(c),
+      thumbnailUrl: (i) => `/api/photos/${data.ids[i]}/thumbnail`,
+      onDraw: (drawn) => {
+        $("map").dataset.pointsDrawn = String(drawn.points);
+        window.photosearchMap = { photos: data.photos, drawn: drawn.points, map: mapState.view };
+      },
+    });
+    $("status").textContent = mapStatus(data);
+  } catch (error) {
+    $("status").textContent = "";
+    showError(error);
+  }
+}
+
+function mapStatus(data) {
+  return `${data.photos} photos in ${data.clusters.length} clusters. Scroll to zoom, drag to pan; click a cluster to see its photos.`;
+}
+
+function searchCluster(cluster) {
+  state.query = { kind: "cluster", cluster: cluster.cluster, label: cluster.label };
+  $("q").value = "";
+  search();
+}
+
+async function clusterPage(offset, controller) {
+  const params = new URLSearchParams();
+  params.set("top", PAGE);
+  params.set("offset", offset);
+  filterParams(params);
+  const page = await api(`/api/map/clusters/${state.query.cluster}?${params}`, { signal: controller.signal });
+  return { ...page, query: `cluster ${page.cluster}: ${page.label}`, parsed: null, note: null };
 }
 
 // -- a library that changes while the page is open --------------------------------------
@@ -550,6 +612,7 @@ function start() {
     showView("search");
   });
   $("view-duplicates").addEventListener("click", loadDuplicates);
+  $("view-map").addEventListener("click", loadMap);
   $("dup-go").addEventListener("click", loadDuplicates);
   $("detail-close").addEventListener("click", closeDetail);
   $("detail").addEventListener("click", (event) => {
