@@ -225,9 +225,9 @@ class Cluster:
             # A test-cluster setting, for the nodes (ray_node.py sets it as well) and for every
             # driver these tests start: Ray's "cluster mode" off, so that Ray keeps the node
             # address 127.0.0.1 instead of resolving it to this machine's own address. A driver
-            # joining `--ray 127.0.0.1:PORT` without it would take that address for its own and
-            # find no raylet there (ours are at 127.0.0.1), and would listen beyond the
-            # loopback. photosearch itself sets it only for `--ray` alone: a user's cluster,
+            # joining `--ray 127.0.0.1:PORT` without it rewrites even the GCS address to the
+            # machine's own (192.0.2.2 here), a target beyond the loopback where nothing
+            # answers, and retries for minutes. photosearch itself sets it only for `--ray` alone: a user's cluster,
             # joined at 127.0.0.1 on its head, has its nodes at the machine's address.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         }
