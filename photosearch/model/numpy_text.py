@@ -267,33 +267,19 @@ def _read_with_torch(checkpoint: Path, shapes: dict, prefix: str) -> dict[str, n
 
 
 def _write(fingerprint: str, recipe: dict, convert: dict | None) -> bool:
-    """Write the recipe (and converted weights) into a temporary folder, then rename it into
-    place: a query sees a whole tower or none."""
-    import shutil
-    import tempfile
+    """Write the recipe (and converted weights) whole (folders.write_whole): a query sees a
+    whole tower or none."""
+    from photosearch.model.folders import write_whole
 
-    final = tower_dir(fingerprint)
-    work = None
-    try:
-        towers_dir().mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=towers_dir()))
+    def fill(work: Path) -> None:
         if convert is not None:
             _save_safetensors(work / _CONVERTED, convert)
         (work / _RECIPE).write_text(json.dumps(recipe))
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)  # stale: the checkpoint moved or changed
-        try:
-            os.rename(work, final)
-        except OSError:  # another process finished first
-            if not (final / _RECIPE).is_file():
-                return False
-        _remove_onnx_export(fingerprint)
-        return True
-    except OSError:
+
+    if not write_whole(tower_dir(fingerprint), fill, _RECIPE):
         return False
-    finally:
-        if work is not None and work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    _remove_onnx_export(fingerprint)
+    return True
 
 
 def _save_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:

@@ -86,29 +86,14 @@ def prepare(resolved) -> bool:
 
 
 def _write(fingerprint: str, graph: bytes, recipe: dict) -> bool:
-    """Into a temporary folder, then renamed into place: a reader sees a whole tower or none."""
-    import shutil
-    import tempfile
+    """Written whole (folders.write_whole): a reader sees a whole tower or none."""
+    from photosearch.model.folders import write_whole
 
-    final = tower_dir(fingerprint)
-    work = None
-    try:
-        towers_dir().mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=towers_dir()))
+    def fill(work: Path) -> None:
         (work / _GRAPH).write_bytes(graph)
         (work / _RECIPE).write_text(json.dumps(recipe))
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)  # stale: the checkpoint moved or changed
-        try:
-            os.rename(work, final)
-        except OSError:  # another process finished first
-            return (final / _RECIPE).is_file()
-        return True
-    except OSError:
-        return False
-    finally:
-        if work is not None and work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+
+    return write_whole(tower_dir(fingerprint), fill, _RECIPE)
 
 
 def _recipe(fingerprint: str) -> dict | None:
