@@ -69,6 +69,7 @@ class Library:
         self._resolved = None
         self._encoder = None
         self._text_encoder = None
+        self._text_export = None  # a child process exporting the text tower (_serving_text_tower)
         self._photo_tower = None  # the image tower alone, for photos not in the library
         self._indexes: dict[str, tuple[object, int]] = {}  # kind -> (search index, its generation)
         self._holding_writer_lock = False  # inside `watch`: index passes run under its lock
@@ -102,6 +103,7 @@ class Library:
         return library
 
     def close(self) -> None:
+        self._stop_text_export()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -651,6 +653,8 @@ class Library:
         else the model."""
         if self._encoder is not None:
             return self._encoder
+        if self._text_export is not None:
+            self._take_finished_export()
         if self._text_encoder is None and self.device in ("auto", "cpu"):
             self._text_encoder = self._torch_free_text_tower(self._require_model())
         return self._text_encoder or self._image_encoder()
@@ -675,29 +679,44 @@ class Library:
 
     def _serving_text_tower(self, store: Store):
         """For many queries: the ONNX export run by ONNX Runtime, about 3x numpy's speed
-        (model.serving_text_tower). Until it exists, the numpy tower answers while the export
-        is made once, in the background, and takes over when it is ready."""
-        import threading
-
+        (model.serving_text_tower). Until it exists, the numpy tower answers while a child
+        process makes the export, once (model.start_text_tower_export); the first query
+        after the child is done switches over (_take_finished_export)."""
         from photosearch import model
 
         fingerprint = store.meta().get("model_fingerprint", "")
         tower = model.serving_text_tower(fingerprint)
         if tower is not None:
             return tower
-
-        def export() -> None:
-            try:
-                resolved = self._resolved_model()
-                if resolved.fingerprint() == fingerprint and model.export_text_tower(resolved):
-                    faster = model.serving_text_tower(fingerprint)
-                    if faster is not None and self._encoder is None:
-                        self._text_encoder = faster  # one assignment: a query uses the old or the new
-            except Exception:  # the numpy tower goes on answering; nothing is lost
-                pass
-
-        threading.Thread(target=export, name="text-tower-export", daemon=True).start()
+        try:
+            resolved = self._resolved_model()
+            if resolved.fingerprint() == fingerprint:
+                self._text_export = model.start_text_tower_export(resolved)
+        except Exception:  # weights missing or unreadable: the numpy tower (or its error) answers
+            pass
         return self._torch_free_text_tower(store, long_running=True)
+
+    def _take_finished_export(self) -> None:
+        child = self._text_export
+        if child is None or child.poll() is None:
+            return
+        self._text_export = None
+        if child.returncode == 0 and self._encoder is None:
+            from photosearch import model
+
+            faster = model.serving_text_tower(self._require_model().meta().get("model_fingerprint", ""))
+            if faster is not None:
+                self._text_encoder = faster
+
+    def _stop_text_export(self) -> None:
+        child, self._text_export = self._text_export, None
+        if child is not None and child.poll() is None:
+            child.terminate()  # safe at any point: the export is written whole or not at all
+            try:
+                child.wait(timeout=10)
+            except Exception:
+                child.kill()
+                child.wait()
 
     def _logit_scale(self) -> float:
         """The model's learned temperature, as recorded in the library (no model loaded)."""

@@ -247,7 +247,8 @@ def test_the_same_weights_under_another_config_get_their_own_recipe(tmp_path):
 
 def test_a_server_moves_to_onnx_runtime_once_its_export_is_made(cli, tiny_model, tmp_path):
     """`serve` (Library.warm_up) answers with the numpy tower at once and exports the ONNX
-    graph in the background; then ONNX Runtime's tower takes over, embedding the same."""
+    graph in a child process; then ONNX Runtime's tower takes over at the next query,
+    embedding the same."""
     import time
 
     from photosearch import Library, model
@@ -263,8 +264,11 @@ def test_a_server_moves_to_onnx_runtime_once_its_export_is_made(cli, tiny_model,
         assert isinstance(first, NumpyTextTower)
         before = library.search("a red circle", k=4)
         deadline = time.monotonic() + 120
+        asked = 0
         while not isinstance(library._text_encoder, OnnxTextEncoder) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.2)
+            asked += 1  # a new query each time: a repeated one is answered from the query cache
+            library.search(f"a red circle number {asked}", k=4)
         assert isinstance(library._text_encoder, OnnxTextEncoder)
         texts = ["a red circle", "a photo of a blue square."]
         cosines = (first.encode_texts(texts) * library._text_encoder.encode_texts(texts)).sum(axis=1)

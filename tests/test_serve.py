@@ -314,3 +314,41 @@ def test_serve_help_is_instant_and_names_the_defaults(setup):
     text = result.stdout.decode()
     assert "--host" in text and "127.0.0.1" in text and "8765" in text and "--token" in text and "--open" in text
     assert time.monotonic() - started < 10  # generous: a fresh interpreter on a busy CI box
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_serve_stops_cleanly_while_its_faster_text_tower_is_still_being_made(tmp_path):
+    """A fresh cache: the server answers with the numpy text tower while a child process
+    exports the ONNX one. Stopping the server then must exit 0, end the child, and leave
+    no half-written export in the cache (it is made again next time, whole)."""
+    env = {"PHOTOSEARCH_HOME": str(tmp_path / "home"), "PHOTOSEARCH_CACHE": str(tmp_path / "cache")}
+    model = write_random_tiny(tmp_path / "model", seed=0)
+    make_pictures(tmp_path / "pictures", 4, seed=3)
+    db = tmp_path / "library.db"
+    indexed(db, tmp_path / "pictures", f"local-dir:{model}", env)
+    towers = tmp_path / "cache" / "text-towers"
+    with running_server(db, "--quiet", env=env) as server:
+        exporting = _children(server.process.pid)
+        assert exporting, "no child process is making the ONNX text tower"
+        assert server.api("/api/search", q="a red square", top=2).json()["results"]
+        deadline = time.monotonic() + 60
+        while not list(towers.glob("*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(towers.glob("*.tmp")), "the export never started writing"
+    for pid in exporting:
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the export child outlived the server"
+    assert [p.name for p in towers.glob("*.tmp")] == []

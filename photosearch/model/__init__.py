@@ -217,7 +217,7 @@ def serving_text_tower(fingerprint: str) -> "OnnxTextEncoder | None":
     than numpy's: the ONNX export, with ONNX Runtime set up for many queries. Its kernels ran
     the 7-phrasing ensemble in 30 ms where numpy's OpenBLAS took 100 ms on a 2-core Zen 5
     (bench/README.md); for one query the import and session cost more than that saves, so
-    only servers use it. None when it isn't exported (`export_text_tower`) or ORT is missing."""
+    only servers use it. None when it isn't exported (`start_text_tower_export`) or ORT is missing."""
     from photosearch.model import onnx_text
 
     if not onnx_text.tower_path(fingerprint).is_file():
@@ -225,13 +225,29 @@ def serving_text_tower(fingerprint: str) -> "OnnxTextEncoder | None":
     return onnx_text.load(fingerprint, long_running=True)
 
 
-def export_text_tower(resolved: ResolvedModel) -> bool:
-    """Export the text tower to ONNX once for these weights (loads its fp32 weights in torch:
-    seconds, and a server's memory peak); False where onnx or ONNX Runtime isn't installed."""
+def start_text_tower_export(resolved: ResolvedModel):
+    """Start exporting the text tower to ONNX for these weights in a child process, and
+    return it (a `subprocess.Popen`; exit code 0 once `serving_text_tower` finds the export),
+    or None where onnx or ONNX Runtime isn't installed. A child, not a thread: the export
+    loads torch and the fp32 weights (seconds, and a memory peak the server then doesn't
+    keep), holds the GIL for long stretches a server's queries would wait on, and a thread
+    still inside torch when the interpreter shuts down can take the process down with it
+    (SIGSEGV at exit). Stopping the child at any point is safe: the export is written whole
+    or not at all (onnx_text.export)."""
     import importlib.util
+    import pickle
+    import subprocess
+    import sys
 
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return False
-    from photosearch.model import onnx_text
-
-    return onnx_text.export(resolved, resolved.fingerprint())
+        return None
+    child = subprocess.Popen(
+        [sys.executable, "-m", "photosearch.model.onnx_text"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        child.stdin.write(pickle.dumps(resolved))
+        child.stdin.close()
+    except OSError:  # it died at once: queries stay on the numpy tower
+        pass
+    return child

@@ -291,3 +291,27 @@ def _uses_clip_tokenizer(encoder) -> bool:
         return np.array_equal(ours(CHECK_TEXTS), encoder.tokenizer(CHECK_TEXTS).numpy())
     except Exception:
         return False
+
+
+def _export_from_parent() -> int:
+    """`python -m photosearch.model.onnx_text`: export the tower of the pickled ResolvedModel
+    on stdin (model.start_text_tower_export, from our own process). SIGTERM ends it through
+    `finally`, so that the half-written folder is removed rather than left in the cache."""
+    import pickle
+    import signal
+    import sys
+
+    def stop(signum, frame):
+        raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        os.nice(10)  # the parent serves queries meanwhile; they come first
+    except OSError:
+        pass
+    resolved = pickle.loads(sys.stdin.buffer.read())
+    return 0 if export(resolved, resolved.fingerprint()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_export_from_parent())
