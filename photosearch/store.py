@@ -43,7 +43,7 @@ import numpy as np
 
 from photosearch.errors import BusyError, LibraryError, StorageError, UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The search index of a `--crops max` library holds a vector a tile, under the entry id
 # photo id * TILE_IDS + tile number (photos with one vector: tile 0). More than cut.MAX_TILES.
 TILE_IDS = 16
@@ -127,9 +127,17 @@ def _migrate_2(db) -> None:
     db.execute("ALTER TABLE photos ADD COLUMN tiles BLOB")
 
 
+def _migrate_3(db) -> None:
+    """Which rows changed since the search index was saved, found without reading the table:
+    a search index catching up asks for `vector_gen > saved generation`, and on a library of
+    millions a scan of the photos table reads every stored vector (gigabytes). The index also
+    lists every row id in a few bytes a row (photo_ids)."""
+    db.execute("CREATE INDEX IF NOT EXISTS photos_vector_gen ON photos(vector_gen)")
+
+
 # Numbered schema changes, applied in order inside one transaction; a library records the
 # last one applied (PRAGMA user_version). Add a change as the next number, never edit one.
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 class Store:
@@ -470,7 +478,19 @@ class Store:
 
     def vectors_written_after(self, generation: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, float32 vectors) of the rows whose vector was written after `generation`."""
-        return self._vectors("SELECT id, embedding FROM photos WHERE vector_gen > ? ORDER BY id", (generation,))
+        return self.vectors_by_id(self._ids_written_after(generation))
+
+    def _ids_written_after(self, generation: int) -> np.ndarray:
+        # Read from the index photos_vector_gen alone (it holds the row ids), then fetch the
+        # rows by id: a few pages for a small update, where a scan reads the whole table.
+        return self._row_ids("WHERE vector_gen > ?", (generation,))
+
+    def _row_ids(self, where: str = "", params: tuple = ()) -> np.ndarray:
+        try:
+            rows = self.conn.execute(f"SELECT id FROM photos INDEXED BY photos_vector_gen {where}", params)
+        except sqlite3.OperationalError:  # a read-only library of schema 2: no such index
+            rows = self.conn.execute(f"SELECT id FROM photos {where}", params)
+        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64))
 
     def vectors_by_id(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, float32 vectors) of those of these row ids that exist, ascending."""
@@ -483,7 +503,7 @@ class Store:
 
     def photo_ids(self) -> np.ndarray:
         """Every photo's row id, ascending."""
-        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM photos ORDER BY id")), dtype=np.int64)
+        return self._row_ids()  # from the small index, not the table (whose pages hold the vectors)
 
     # -- what the search indexes hold --------------------------------------------------------
     # A vector a photo, under its row id; and, in a `--crops max` library, a second index of
@@ -536,7 +556,9 @@ class Store:
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def entries_written_after(self, generation: int, tiles: bool) -> tuple[np.ndarray, np.ndarray]:
-        return self.entries("WHERE vector_gen > ?", (generation,), tiles=tiles)
+        if not tiles:
+            return self.vectors_written_after(generation)
+        return self.entries_by_id(self._ids_written_after(generation) * TILE_IDS, tiles=True)
 
     def entries_by_id(self, ids: Iterable[int], tiles: bool) -> tuple[np.ndarray, np.ndarray]:
         """The entries of the photos these entry ids belong to, ascending."""

@@ -106,6 +106,35 @@ def test_a_library_from_schema_1_is_migrated(cli, tiny_model, tmp_path):
     assert conn.execute("SELECT count(*) FROM photos WHERE fingerprint IS NOT NULL").fetchone()[0] == 2
 
 
+def test_a_library_from_schema_2_gains_the_index_a_search_index_catches_up_with(cli, tiny_model, tmp_path):
+    """Schema 3 indexes `vector_gen`, so that catching up on a few changed photos reads an
+    index of a few bytes a row, not a table of vectors (gigabytes at millions of photos)."""
+    from photosearch import store as store_module
+    from photosearch.store import Store
+
+    db = tmp_path / "lib.db"
+    make_pictures(tmp_path / "pics", 3)
+    assert cli("index", str(tmp_path / "pics"), "--db", str(db), "--model", f"local-dir:{tiny_model}").exit_code == 0
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP INDEX photos_vector_gen")  # the library as schema 2 left it
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    old = Store(Store._connect(db, read_only=True), db)  # as on a read-only disk: never migrated
+    assert len(old.photo_ids()) == 3 and len(old.vectors_written_after(0)[0]) == 3
+    old.close()
+
+    make_pictures(tmp_path / "pics", 5)  # 2 more photos, then catch up
+    result = cli("index", str(tmp_path / "pics"), "--db", str(db), "--model", f"local-dir:{tiny_model}")
+    assert result.exit_code == 0 and "2 added" in result.stderr, result.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+    plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN SELECT id FROM photos INDEXED BY photos_vector_gen WHERE vector_gen > 1"))
+    assert "COVERING INDEX photos_vector_gen" in plan
+    conn.close()
+    found = cli("query", "a photo", "--db", str(db), "-k", "10", "--json")
+    assert found.exit_code == 0 and len(found.stdout.splitlines()) == 5
+
+
 # -- crash safety -------------------------------------------------------------------------
 
 

@@ -179,6 +179,7 @@ def test_an_existing_library_changes_how_it_cuts_photos_in_place(tmp_path, train
     """A library from before there was a choice (schema 1: centre crops) is upgraded by the
     next index run: the photos that aren't square are embedded again, the squares kept."""
     from photosearch import Library
+    from photosearch import store as store_module
 
     folder, labels = pictures
     db = tmp_path / "old.db"
@@ -190,6 +191,7 @@ def test_an_existing_library_changes_how_it_cuts_photos_in_place(tmp_path, train
     square_rows = dict(conn.execute("SELECT path, embedding FROM photos WHERE width = height"))
     conn.execute("ALTER TABLE photos DROP COLUMN crops")
     conn.execute("ALTER TABLE photos DROP COLUMN tiles")
+    conn.execute("DROP INDEX photos_vector_gen")
     conn.execute("DELETE FROM meta WHERE key = 'crops'")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
@@ -201,7 +203,7 @@ def test_an_existing_library_changes_how_it_cuts_photos_in_place(tmp_path, train
     assert f"{wide} of the updated embedded again for --crops" in result.stderr
     assert _found(db, labels, "16:9") > before
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
     assert dict(conn.execute("SELECT path, embedding FROM photos WHERE width = height")) == square_rows
     conn.close()
 
