@@ -49,7 +49,7 @@ def _unlink(names: list[str], folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def measure_ways(n_new: int, base: int, runs: int, rclip: dict, models: dict, work: Path) -> dict:
+def measure_ways(n_new: int, base: int, runs: int, rclip: dict, models: dict, work: Path, crops: str | None = None) -> dict:
     """{way: [Run]} for N = n_new new photos, ways alternating within each round."""
     photos = corpus.ensure(bench.CACHE / "corpus", "1080p", base + n_new, log=bench.log)
     names = sorted(p.name for p in photos.glob("IMG_*.jpg"))
@@ -59,7 +59,8 @@ def measure_ways(n_new: int, base: int, runs: int, rclip: dict, models: dict, wo
     _link(photos, old, folder)
     home = work / f"home-{n_new}"
     env = bench.photosearch_env(models, home)
-    setup = bench.measure([bench.PHOTOSEARCH, "index", folder, "--model", bench.ARCH, "--pretrained", bench.TAG], env=env)
+    how = ["--crops", crops] if crops else []  # a library keeps its way of cutting photos: the runs below use it too
+    setup = bench.measure([bench.PHOTOSEARCH, "index", folder, "--model", bench.ARCH, "--pretrained", bench.TAG, *how], env=env)
     if not setup.ok():
         raise SystemExit(f"indexing the base library failed: {setup.why()}")
     saved = work / f"saved-{n_new}"
@@ -118,10 +119,10 @@ def summary(results: dict[int, dict[str, list]]) -> dict:
     return table
 
 
-def markdown(table: dict, runs: int, base: int) -> str:
+def markdown(table: dict, runs: int, base: int, crops: str | None = None) -> str:
     cpu = bench.first_cpu()
     lines = [
-        f"Small updates: N new 1080p photos into a library of {base} (cache folder filled), "
+        f"Small updates: N new 1080p photos into a library of {base} (cache folder filled; --crops {crops or 'as the product defaults'}), "
         f"median of {runs} fresh processes each; {cpu.get('model name', '?')} (family {cpu.get('cpu family', '?')}, "
         f"model {cpu.get('model', '?')}), {len(os.sched_getaffinity(0))} cores",
         "",
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per way and N (default 5)")
     parser.add_argument("--no-rclip", action="store_true", help="photosearch only")
     parser.add_argument("--json", action="store_true", help="print JSON (for bench.py)")
+    parser.add_argument("--crops", choices=["centre", "letterbox", "mean", "max"], help="how the library cuts photos (default: the product's, max: 2 model inputs a 1080p photo; centre: 1)")
     args = parser.parse_args()
     models = bench.ensure_models()
     bench.compile_photosearch()
@@ -149,12 +151,12 @@ def main() -> None:
         bench.log(f"rclip: not run: {rclip['error']}")
     bench.CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=bench.CACHE, prefix="small-update-") as tmp:
-        results = {int(n): measure_ways(int(n), args.base, args.runs, rclip, models, Path(tmp)) for n in args.new.split(",")}
+        results = {int(n): measure_ways(int(n), args.base, args.runs, rclip, models, Path(tmp), args.crops) for n in args.new.split(",")}
     table = summary(results)
     if args.json:
-        print(json.dumps({"table": table, "runs": args.runs, "base": args.base, "rclip": rclip.get("version") or rclip.get("error")}))
+        print(json.dumps({"table": table, "runs": args.runs, "base": args.base, "crops": args.crops, "rclip": rclip.get("version") or rclip.get("error")}))
     else:
-        print(markdown(table, args.runs, args.base))
+        print(markdown(table, args.runs, args.base, args.crops))
 
 
 if __name__ == "__main__":
