@@ -554,9 +554,23 @@ def test_ray_alone_starts_a_local_ray_on_the_loopback_for_the_run(trained, pictu
     db = tmp_path / "library.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(tmp_path)  # Ray keeps a local cluster's token under ~/.ray
-    run = _index(pictures, db, trained, "--ray", env=env)
-    assert run.returncode == 3, run.stderr
-    assert "Indexing on Ray, 1 node: 127.0.0.1 (" in run.stderr
+    proc = _start_index(pictures, db, trained, "--ray", env=env)
+    # Every socket the run's Ray listens on, looked at until the run ends: 127.0.0.1 only.
+    # (In Ray's cluster mode, its default on Linux, a local Ray listens on every interface.)
+    seen: set[tuple[int, str, str, int]] = set()
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen.update(_listening(_descendants(proc.pid)))
+        time.sleep(0.2)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 3, stderr
+    assert "Indexing on Ray, 1 node: 127.0.0.1 (" in stderr
+    assert {name for _, name, _, _ in seen} >= {"gcs_server", "raylet"}, seen
+    assert [entry for entry in seen if entry[2] != "127.0.0.1"] == [], "the local Ray listens beyond 127.0.0.1"
     _assert_same_library(db, single)
 
 
