@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from photosearch.errors import PhotosearchError
-from photosearch.store import Store, storage_error
+from photosearch.store import TILE_IDS, Store, storage_error
 
 # Exact search while a library is small; an inverted-file index above this size. Measured
 # here (bench/ann.py, 1 M clustered 512-d vectors): exact search ~90 ms a query on one
@@ -577,12 +577,22 @@ def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
     has or has rewritten since are dropped, the rewritten and new ones added. None when a
     rebuild is due instead (see the module docstring)."""
     index, tiles = cached.index, cached.kind == TILES
-    n = store.entry_count(tiles)
+    per = TILE_IDS if tiles else 1  # an entry's photo is entry id // per
     flat = isinstance(index, FlatIndex)
     if cached.generation > int(meta["generation"]):
         return None
     if index.d != int(meta.get("dim", 0)):  # an empty library's index, from before it had a model
         return None
+    # What changed, read from SQLite's index on vector_gen alone, never from the table of
+    # vectors (gigabytes at millions of photos): the photos that exist, and the entries of
+    # those written since. A photo's entries change only when its vector is written again
+    # (its tiles with it), so the held entries to drop are those of photos gone or rewritten.
+    photos = store.photo_ids()
+    changed_ids, changed = store.entries_written_after(cached.generation, tiles)
+    held = index.ids if flat else _faiss_ids(index)
+    held_photos = held // per
+    gone = held[~np.isin(held_photos, photos, assume_unique=per == 1) | np.isin(held_photos, changed_ids // per)]
+    n = len(held) - len(gone) + len(changed_ids)  # the entries the library has now
     # Crossed a threshold, or the precision changed: another kind of index is due.
     if codec(index) != codec_for(n, store.vector_dtype(), index.d):
         return None
@@ -590,10 +600,6 @@ def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
         trained = cached.trained_on or 0
         if not trained / RETRAIN_GROWTH <= n <= trained * RETRAIN_GROWTH:
             return None
-    current = store.entry_ids(tiles)
-    changed_ids, changed = store.entries_written_after(cached.generation, tiles)
-    held = index.ids if flat else _faiss_ids(index)
-    gone = np.union1d(np.setdiff1d(held, current, assume_unique=True), changed_ids)
     if flat:
         keep = ~np.isin(index.ids, gone)
         ids = np.concatenate([index.ids[keep], changed_ids])
@@ -607,7 +613,7 @@ def _catch_up(store: Store, cached: _Version, meta: dict[str, str]):
             index.remove_ids(faiss.IDSelectorBatch(gone))
         if len(changed_ids):
             index.add_with_ids(changed, changed_ids)
-    if index.ntotal != len(current):  # can't happen; if it does, a rebuild puts it right
+    if index.ntotal != n or (not tiles and n != len(photos)):  # can't happen; a rebuild would put it right
         return None
     return index
 

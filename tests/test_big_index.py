@@ -209,6 +209,37 @@ def test_an_index_of_tiles_is_compressed_and_reranked_the_same_way(tmp_path, mon
     assert recall(got, want) >= 0.95
 
 
+@pytest.mark.parametrize("ann", [False, True])
+def test_an_index_of_tiles_catches_up_on_new_removed_and_recut_photos(ann, tmp_path, monkeypatch):
+    """Catching up reads no table of vectors: which entries to drop comes from the photos
+    that are gone or rewritten. A photo rewritten with another number of tiles (recut) must
+    lose its old tiles and gain its new ones, exactly as a fresh build would hold them."""
+    if ann:
+        monkeypatch.setattr(vectors, "ANN_THRESHOLD", 300)
+    store = synthetic_library(tmp_path / "lib.db", dim=DIM)
+    store.set_meta({"crops": "max"})
+
+    def tiled(names, seed, count):
+        x = points(len(names) * count, seed=seed).reshape(len(names), count, DIM)
+        means = x.mean(axis=1)
+        put(store, names, means / np.linalg.norm(means, axis=1, keepdims=True), tiles=list(x) if count > 1 else None)
+
+    tiled([f"t{i}" for i in range(300)], 1, 2)
+    assert vectors.refresh(store) == "rebuilt"
+    tiled([f"n{i}" for i in range(40)], 2, 3)  # new photos of 3 tiles
+    tiled([f"t{i}" for i in range(0, 60, 2)], 3, 1)  # recut: 2 tiles -> 1 vector (tile 0)
+    tiled([f"t{i}" for i in range(1, 60, 2)], 4, 3)  # recut: 2 tiles -> 3
+    store.remove([f"/photos/t{i}.jpg".encode() for i in range(100, 130)])
+    assert vectors.refresh(store) == "updated"
+    caught_up = vectors.load(store, kind=vectors.TILES).index
+    want_ids, want = store.entries(tiles=True)
+    assert caught_up.ntotal == len(want_ids) == (300 - 60 - 30) * 2 + 30 * 1 + 30 * 3 + 40 * 3
+    held = np.sort(vectors._faiss_ids(caught_up)) if ann else caught_up.ids
+    assert held.tolist() == want_ids.tolist()
+    _, found = vectors.search(caught_up, want[:50], 1)
+    assert (found[:, 0] == want_ids[:50]).mean() >= 0.9  # each entry its own best match
+
+
 def test_the_library_searches_and_reports_a_compressed_index(big, cli):
     """What a user sees: `photosearch info` names the kind, and searches (a photo as the
     query, filters) work through the Library as on a small library."""
