@@ -563,6 +563,7 @@ class Library:
         facts.index_vectors = int(meta["index_count"]) if "index_count" in meta else None
         if store.holds_tiles() and "tiles_index_count" in meta:
             facts.tile_index_vectors = int(meta["tiles_index_count"])
+            facts.tile_index_kind = meta.get("tiles_index_kind")
         facts.index_status = vectors.status(store)
         facts.library_bytes = self.path.stat().st_size
         facts.index_bytes = index_file.stat().st_size if index_file.exists() else 0

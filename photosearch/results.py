@@ -115,6 +115,7 @@ class LibraryInfo:
     index_kind: str | None = None
     index_vectors: int | None = None
     tile_index_vectors: int | None = None  # `--crops max`: the tiles' index (docs/whole-frame.md)
+    tile_index_kind: str | None = None  # its kind: at a million entries and up, compressed (docs/big-index.md)
     index_status: str | None = None  # 'current', 'stale' (caught up on the next query) or 'missing'
     library_bytes: int | None = None
     index_bytes: int | None = None

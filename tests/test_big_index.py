@@ -187,6 +187,10 @@ def test_an_index_of_tiles_is_compressed_and_reranked_the_same_way(tmp_path, mon
     put(store, [f"t{i}" for i in range(1000)], means / np.linalg.norm(means, axis=1, keepdims=True), tiles=list(x))
     vectors.refresh(store)
     assert store.meta()["tiles_index_codec"] == CODEC and store.meta()["index_codec"] == "flat"
+    from photosearch import Library
+
+    facts = Library.open(store.path).info()  # what `photosearch info` shows of both indexes
+    assert facts.index_kind.startswith("flat") and facts.tile_index_kind.endswith(f"-pq128x8-rerank{rerank.RERANK_DEPTH}")
     index = vectors.load(store, kind=vectors.TILES).index
     assert isinstance(index, rerank.Reranked)
     queries = points(30, seed=9)
