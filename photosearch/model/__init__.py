@@ -235,7 +235,6 @@ def start_text_tower_export(resolved: ResolvedModel):
     (SIGSEGV at exit). Stopping the child at any point is safe: the export is written whole
     or not at all (onnx_text.export)."""
     import importlib.util
-    import pickle
     import subprocess
     import sys
 
@@ -246,7 +245,7 @@ def start_text_tower_export(resolved: ResolvedModel):
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        child.stdin.write(pickle.dumps(resolved))
+        child.stdin.write(resolved.to_json().encode())
         child.stdin.close()
     except OSError:  # it died at once: queries stay on the numpy tower
         pass

@@ -294,12 +294,13 @@ def _uses_clip_tokenizer(encoder) -> bool:
 
 
 def _export_from_parent() -> int:
-    """`python -m photosearch.model.onnx_text`: export the tower of the pickled ResolvedModel
-    on stdin (model.start_text_tower_export, from our own process). SIGTERM ends it through
-    `finally`, so that the half-written folder is removed rather than left in the cache."""
-    import pickle
+    """`python -m photosearch.model.onnx_text`: export the tower of the ResolvedModel given as
+    JSON on stdin (model.start_text_tower_export). SIGTERM ends it through `finally`, so
+    that the half-written folder is removed rather than left in the cache."""
     import signal
     import sys
+
+    from photosearch.model.weights import ResolvedModel
 
     def stop(signum, frame):
         raise SystemExit(1)
@@ -309,7 +310,7 @@ def _export_from_parent() -> int:
         os.nice(10)  # the parent serves queries meanwhile; they come first
     except OSError:
         pass
-    resolved = pickle.loads(sys.stdin.buffer.read())
+    resolved = ResolvedModel.from_json(sys.stdin.read())
     return 0 if export(resolved, resolved.fingerprint()) else 1
 
 

@@ -61,6 +61,23 @@ class ResolvedModel:
             self._fingerprint = content_fingerprint(self.checkpoint)
         return self._fingerprint
 
+    def to_json(self) -> str:
+        """This pinned model as JSON, for a child process of ours (`from_json`)."""
+        import json
+
+        return json.dumps({"name": self.spec.name, "pretrained": self.spec.pretrained, "open_clip_name": self.open_clip_name,
+                           "checkpoint": str(self.checkpoint), "pretrained_arg": self.pretrained_arg,
+                           "preprocess_overrides": self.preprocess_overrides, "force_quick_gelu": self.force_quick_gelu})  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> "ResolvedModel":
+        import json
+
+        d = json.loads(text)
+        return cls(ModelSpec(d["name"], d["pretrained"]), d["open_clip_name"], Path(d["checkpoint"]), d["pretrained_arg"],
+                   {k: tuple(v) if isinstance(v, list) else v for k, v in d["preprocess_overrides"].items()},  # mean, std: tuples
+                   bool(d["force_quick_gelu"]))  # fmt: skip
+
 
 def resolve(spec: ModelSpec) -> ResolvedModel:
     if spec.name.startswith("local-dir:"):
