@@ -591,16 +591,9 @@ def classify(
     """
     with _errors_to_exit_codes():
         from photosearch import output
-        from photosearch.classify import parse_labels
 
         fmt = _format(json_out, table_out, paths, print0, csv_out)
-        file_text = None
-        if labels_file is not None:
-            try:
-                file_text = labels_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot read {labels_file}: {exc.strerror}", "check --labels-file") from None
-        names = parse_labels(labels, file_text)
+        names = _labels(labels, labels_file)
         filters = _filters(in_dirs, glob, since, until, min_width, min_height)
         library = _open_library(db, model, pretrained, device)
         tagged = library.classify(names, paths_in or None, filters, top, templates=template, ensemble=ensemble)
@@ -742,10 +735,15 @@ def _map_target(path: Optional[Path]) -> Optional[Path]:
 
 def _map_labels(labels: Optional[List[str]], labels_file: Optional[Path]) -> Optional[List[str]]:
     """--labels/--labels-file's names, or None for the built-in vocabulary."""
-    from photosearch.classify import parse_labels
-
     if not labels and labels_file is None:
         return None
+    return _labels(labels, labels_file)
+
+
+def _labels(labels: Optional[List[str]], labels_file: Optional[Path]) -> List[str]:
+    """The names --labels and --labels-file give (classify, map)."""
+    from photosearch.classify import parse_labels
+
     file_text = None
     if labels_file is not None:
         try:

@@ -89,3 +89,19 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium through Playwright (Debian's chromium: tests/support/browser.py),
+    one a test module; missing, it fails under CI and skips elsewhere."""
+    from tests.support import browser as browsers
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        browsers.missing("Playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        launched = browsers.launch(playwright)
+        yield launched
+        launched.close()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import browser as browsers
 from tests.support.cli import REPO, cli_json, indexed
 from tests.support.serving import running_server
 from tests.support.synthetic import write_folder
@@ -49,18 +48,6 @@ def gallery(tmp_path_factory):
     indexed(db, root / "pictures", f"local-dir:{trained_tiny_model()}", env)
     with running_server(db, "--quiet", env=env) as server:
         yield {"server": server, "labels": labels, "db": db, "env": env, "outside": outside, "outside_labels": outside_labels}
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        browsers.missing("Playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        launched = browsers.launch(playwright)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

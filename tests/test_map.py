@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import browser as browsers
 from tests.support.serving import running_server
 from tests.support.synthetic import CLASSES, class_name, write_folder
 from tests.support.train import trained_tiny_model
@@ -231,18 +230,6 @@ def test_a_big_library_is_fitted_on_a_sample_and_the_rest_placed_near_their_neig
 
 
 # -- the gallery's Map view ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        browsers.missing("Playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        launched = browsers.launch(playwright)
-        yield launched
-        launched.close()
 
 
 def _page(chromium):
