@@ -381,10 +381,10 @@ class _Run:
                 while buffered and (len(buffered) >= size or item is None):
                     batch, buffered = buffered[:size], buffered[size:]
                     if len(encoding) >= at_once:
-                        self._store(*encoding.popleft())
+                        self._store_next(encoding)
                     encoding.append((batch, threads.submit(_encode, encoder, batch, self.crops)))
             while encoding:
-                self._store(*encoding.popleft())
+                self._store_next(encoding)
             finished = True
         finally:
             photos.close()
@@ -394,11 +394,16 @@ class _Run:
                 threads.shutdown(wait=finished, cancel_futures=True)
             setup.close()  # gives torch its threads back
 
-    def _store(self, batch: list[Prepared], encoding: Future) -> None:
+    def _store_next(self, encoding: deque[tuple[list[Prepared], Future]]) -> None:
+        batch, pending = encoding.popleft()
+        self._store(batch, pending.result())
+
+    def _store(self, batch: list[Prepared], encoded: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """One batch's rows (their vectors and tiles, in `batch`'s order), one transaction."""
         ok = [item for item in batch if item.photo is not None]
         failed = [(i.file.path, i.file.size, i.file.mtime_ns, i.reason) for i in batch if i.photo is None]
         rows: list[PhotoRow] = []
-        for item, (vector, tiles) in zip(ok, encoding.result(), strict=True):
+        for item, (vector, tiles) in zip(ok, encoded, strict=True):
             f, photo = item.file, item.photo
             taken_at, source = (photo.taken_at, "exif") if photo.taken_at else (mtime_as_taken_at(f.mtime_ns), "mtime")
             rows.append(PhotoRow(f.path, f.size, f.mtime_ns, photo.width, photo.height, taken_at, source, vector,
@@ -438,14 +443,10 @@ def _store_from_pipeline(store: Store, resolved: ResolvedModel, todo: list[tuple
     """The per-photo work done by `work.pipeline` (photosearch/cluster/: decode tasks and
     model actors on a Ray cluster), stored by `_Run._store` as the local path stores its own:
     in the order of `todo`, one transaction a batch, failures recorded and reported."""
-    from concurrent.futures import Future
-
     run = _Run(store, todo, fingerprints, work, summary, on_event, None, resolved, summary.crops)  # type: ignore[arg-type]
     with work.pipeline.start(resolved, how, work, todo, on_event) as remote:  # type: ignore[attr-defined]
         binding.check_loaded(store, resolved, remote.dim)
         binding.bind(store, resolved, remote.dim, remote.logit_scale)
         for batch, vectors_of_batch in remote.results(todo, fingerprints):
-            done: Future = Future()
-            done.set_result(vectors_of_batch)
-            run._store(batch, done)
+            run._store(batch, vectors_of_batch)
     model.ensure_text_tower(resolved)  # this machine has the weights: it resolved them

@@ -654,8 +654,7 @@ class Library:
         else the model."""
         if self._encoder is not None:
             return self._encoder
-        if self._text_export is not None:
-            self._take_finished_export()
+        self._take_finished_export()
         if self._text_encoder is None and self.device in ("auto", "cpu"):
             self._text_encoder = self._torch_free_text_tower(self._require_model())
         return self._text_encoder or self._image_encoder()
@@ -712,10 +711,12 @@ class Library:
     def _stop_text_export(self) -> None:
         child, self._text_export = self._text_export, None
         if child is not None and child.poll() is None:
+            import subprocess
+
             child.terminate()  # safe at any point: the export is written whole or not at all
             try:
                 child.wait(timeout=10)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
 
