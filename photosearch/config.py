@@ -28,7 +28,7 @@ ENV_DEBUG = "PHOTOSEARCH_DEBUG"
 ENV_PRECISION = "PHOTOSEARCH_PRECISION"
 ENV_CACHE = "PHOTOSEARCH_CACHE"
 # A tuning knob rather than a setting (so no flag): runs of up to this many photos use the
-# image tower in ONNX Runtime (model.load_image_encoder); 0 always loads torch.
+# image tower in ONNX Runtime (model.small_run_limit); 0 always loads torch.
 ENV_SMALL_RUN = "PHOTOSEARCH_SMALL_RUN"
 
 LIBRARY_FILENAME = "library.db"
@@ -143,7 +143,7 @@ def requested_precision(precision: str | None = None, *, default: str = "auto") 
     return value
 
 
-def small_run_photos(default: int) -> int:
+def small_run_photos(default: float) -> float:
     """`PHOTOSEARCH_SMALL_RUN` when set to a whole number, else `default`."""
     value = os.environ.get(ENV_SMALL_RUN, "").strip()
     if not value:

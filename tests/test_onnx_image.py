@@ -178,7 +178,48 @@ def test_designs_it_does_not_cover_are_left_to_torch(tiny_model, tmp_path):
     vit = resolve(ModelSpec(f"local-dir:{folder}", None))
     assert isinstance(model.load_image_encoder(vit, "cpu", None, photos=1), onnx_image.OnnxImageEncoder)
     assert isinstance(model.load_image_encoder(vit, "cpu", "bf16", photos=1), Encoder)  # asked for torch's bf16
-    assert isinstance(model.load_image_encoder(vit, "cpu", None, photos=model.SMALL_RUN_PHOTOS + 1), Encoder)
+
+
+def test_big_runs_use_torch_only_where_it_runs_bfloat16(monkeypatch, tmp_path):
+    """On a CPU with native bfloat16 a big run loads torch (its bf16 kernels are faster);
+    on one without, torch would run float32, slower than ONNX Runtime's, so every run stays
+    torch-free. PHOTOSEARCH_SMALL_RUN still moves the line either way (0: always torch)."""
+    from photosearch import model
+    from photosearch.model import onnx_image
+    from photosearch.model.encode import Encoder
+    from photosearch.model.weights import resolve
+
+    folder, _ = _vit(tmp_path / "vit")
+    vit = resolve(ModelSpec(f"local-dir:{folder}", None))
+    big = model.SMALL_RUN_PHOTOS + 1
+    monkeypatch.delenv("PHOTOSEARCH_SMALL_RUN", raising=False)
+    for native, expected in ((True, Encoder), (None, Encoder), (False, onnx_image.OnnxImageEncoder)):
+        monkeypatch.setattr(model, "cpu_has_native_bf16", lambda native=native: native)
+        assert isinstance(model.load_image_encoder(vit, "cpu", None, photos=big), expected), native
+        assert isinstance(model.load_image_encoder(vit, "cpu", None, photos=1), onnx_image.OnnxImageEncoder)
+    assert isinstance(model.load_image_encoder(vit, "cpu", "bf16", photos=big), Encoder)  # asked for
+    monkeypatch.setenv("PHOTOSEARCH_SMALL_RUN", "0")
+    assert isinstance(model.load_image_encoder(vit, "cpu", None, photos=1), Encoder)
+    monkeypatch.setenv("PHOTOSEARCH_SMALL_RUN", "1000")
+    monkeypatch.setattr(model, "cpu_has_native_bf16", lambda: True)
+    assert isinstance(model.load_image_encoder(vit, "cpu", None, photos=big), onnx_image.OnnxImageEncoder)
+
+
+def test_the_torch_free_bfloat16_probe_agrees_with_torch():
+    """The choice above reads /proc/cpuinfo so as not to import torch; torch's own probes
+    decide the precision it runs. They must agree, or a big run would take the slower path."""
+    import platform
+
+    import torch
+
+    from photosearch import model
+
+    native = model.cpu_has_native_bf16()
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        assert native is not None
+    if native is None:
+        pytest.skip("no x86 flags in /proc/cpuinfo here: the choice stays by run size")
+    assert native == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def test_replaced_weights_are_never_run_with_an_old_graph(tmp_path):

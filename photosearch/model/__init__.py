@@ -6,7 +6,8 @@
                               config on disk, without torch (architecture.py, cut.py)
   load_encoder(resolved, …)   the image and/or text towers in torch (encode.py, towers.py)
   load_image_encoder(…, photos=n)  the image tower for a run of n photos: ONNX Runtime for a
-                              few (onnx_image.py: no torch import), else torch
+                              few (onnx_image.py: no torch import), or for any number on
+                              a CPU without native bfloat16; else torch
   load_text_tower(fp)         the text tower without torch, if it was prepared for these
                               weights: in numpy straight from them (numpy_text.py), or, for
                               designs numpy doesn't cover, an ONNX export (onnx_text.py)
@@ -18,6 +19,7 @@ Importing this package imports neither torch nor open_clip; only loading an enco
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -41,6 +43,8 @@ __all__ = [
     "load_encoder",
     "load_image_encoder",
     "light_image_encoder",
+    "small_run_limit",
+    "cpu_has_native_bf16",
     "KeptEncoders",
     "load_text_tower",
     "resolve",
@@ -89,19 +93,44 @@ def load_encoder(
 SMALL_RUN_PHOTOS = 32
 
 
+def small_run_limit() -> float:
+    """The most photos a run may have to encode in ONNX Runtime (`PHOTOSEARCH_SMALL_RUN`
+    when set). Torch is only faster per input in bfloat16: on a CPU that would run it in
+    float32, ONNX Runtime's kernels cost 10-20% less CPU an input (ViT-B-32-256, AMD EPYC
+    Zen 3 family 25 model 1, AVX2 only: 193-198 against 219-242 CPU-ms; emulated bf16
+    ~1375), so every run takes them and none pays `import torch` (bench/model_speed.py
+    --onnx; 200 photos indexed 1.10-1.23x faster, bench/README.md)."""
+    from photosearch.config import small_run_photos
+
+    return small_run_photos(SMALL_RUN_PHOTOS if cpu_has_native_bf16() is not False else math.inf)
+
+
 def load_image_encoder(
     resolved: ResolvedModel, device: str = "auto", precision: str | None = None, *, photos: int
 ) -> "Encoder | OnnxImageEncoder":
-    """The image tower for a run that will encode `photos` photos: ONNX Runtime for a few
-    on the CPU when the design is covered, torch otherwise (`PHOTOSEARCH_SMALL_RUN` moves
-    the line; 0: always torch)."""
-    from photosearch.config import small_run_photos
-
-    if photos <= small_run_photos(SMALL_RUN_PHOTOS):
+    """The image tower for a run that will encode `photos` photos: ONNX Runtime when the
+    design is covered, the run is on the CPU in float32 and small enough (small_run_limit),
+    torch otherwise."""
+    if photos <= small_run_limit():
         encoder = light_image_encoder(resolved, device, precision)
         if encoder is not None:
             return encoder
     return load_encoder(resolved, device, precision, ("image",))
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool | None:
+    """Does this x86 CPU run bfloat16 natively (AVX512-BF16 or AMX tiles, the flags torch's
+    own probes read), told without importing torch? None where /proc/cpuinfo has no x86
+    flags line (another OS, an ARM CPU): there the choice stays by run size."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:  # the first CPU's block answers: stop there, not at the 128th
+                if line.startswith("flags"):
+                    return not {"avx512_bf16", "amx_tile"}.isdisjoint(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return None
 
 
 def light_image_encoder(resolved: ResolvedModel, device: str = "auto", precision: str | None = None) -> "OnnxImageEncoder | None":
@@ -131,12 +160,10 @@ class KeptEncoders:
         self._encoder = None
 
     def image_encoder(self, resolved: ResolvedModel, device: str, precision: str | None, *, photos: int):
-        from photosearch.config import small_run_photos
-
         key = (resolved.fingerprint(), device, precision)
         with self._lock:
             kept = self._encoder if self._key == key else None
-            if kept is not None and (getattr(kept, "backend", "") != "onnxruntime" or photos <= small_run_photos(SMALL_RUN_PHOTOS)):
+            if kept is not None and (getattr(kept, "backend", "") != "onnxruntime" or photos <= small_run_limit()):
                 return kept
             self._key, self._encoder = None, None  # let go of the old one before loading
             self._encoder = load_image_encoder(resolved, device, precision, photos=photos)

@@ -1,12 +1,15 @@
-"""CLIP's image tower in ONNX Runtime, for runs of a few photos: no torch import.
+"""CLIP's image tower in ONNX Runtime, no torch import: for runs of a few photos, and for
+every run on a CPU without native bfloat16.
 
 A run that adds 20 photos to a library spent most of its time before the first photo reached
 the model: `import torch` alone is ~1.2-1.8 CPU-s on these 2-core machines, and building
 the bf16 tower from the float32 weights ~0.3-0.6 more, all on the path to the first vector.
 ONNX Runtime imports in ~0.15 s and opens a session over the same weights in ~0.25 CPU-s.
 Its float32 kernels are slower than torch's bfloat16 ones (ViT-B-32-256, one thread, AMD
-Zen 5: ~63 against ~42 CPU-ms an input), so it pays only for a handful of inputs; the
-indexer (model.load_image_encoder) chooses by how many photos a run has.
+Zen 5: ~63 against ~42 CPU-ms an input), so where the CPU has native bfloat16 it pays only
+for a handful of inputs; where it hasn't, torch would run float32, which costs 10-25% more
+than these kernels (AMD Zen 3: 219-242 against 193-198 CPU-ms), and every run uses this tower
+(model.small_run_limit decides).
 
 Nothing is exported. The graph is written here, node by node, from the architecture's
 config: the same computation as `towers._VisionTransformer` (classic ViT: patch
@@ -314,9 +317,11 @@ class OnnxImageEncoder:
 
     @contextlib.contextmanager
     def batches_in_parallel(self):
+        """One single-threaded run a core: on a CPU without native bfloat16 this tower
+        encodes whole big runs (model.small_run_limit), so it must fill every core."""
         from photosearch.config import usable_cpus
 
-        yield max(1, min(usable_cpus(), 4))
+        yield max(1, usable_cpus())
 
     def preprocess(self, image) -> np.ndarray:
         """A PIL picture -> the model's (size, size, 3) uint8 input, centre-cropped."""
