@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hf-home", help="the bench's HF cache: also time photosearch's own tower")
     parser.add_argument("--onnx", action="store_true", help="with --hf-home: also photosearch's float32 towers, torch's and ONNX Runtime's")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows (emulated on a CPU without native bf16: slow and unused)")
     args = parser.parse_args()
     if args.hf_home:  # before open_clip imports huggingface_hub, which reads it once
         os.environ["HF_HOME"] = args.hf_home
@@ -117,16 +118,18 @@ def main() -> None:
     x = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     out = {"torch": torch.__version__, "threads": args.threads, "batch": args.batch, "size": size}
     out["fp32"] = images_per_s(visual, x, args.repeats)
-    bf16 = copy.deepcopy(visual).to(torch.bfloat16)
-    out["bf16"] = images_per_s(bf16, x.to(torch.bfloat16), args.repeats)
-    encoder = photosearch_tower() if args.hf_home else None
-    if encoder is not None:
-        out["ps_bf16"] = images_per_s(encoder.encode_images, x, args.repeats)
-    if args.threads > 1:
-        torch.set_num_threads(1)
-        out["bf16_parallel"] = images_per_s(bf16, x.to(torch.bfloat16), args.repeats, split=args.threads)
+    encoder = None
+    if not args.no_bf16:
+        bf16 = copy.deepcopy(visual).to(torch.bfloat16)
+        out["bf16"] = images_per_s(bf16, x.to(torch.bfloat16), args.repeats)
+        encoder = photosearch_tower() if args.hf_home else None
         if encoder is not None:
-            out["ps_bf16_parallel"] = images_per_s(encoder.encode_images, x, args.repeats, split=args.threads)
+            out["ps_bf16"] = images_per_s(encoder.encode_images, x, args.repeats)
+        if args.threads > 1:
+            torch.set_num_threads(1)
+            out["bf16_parallel"] = images_per_s(bf16, x.to(torch.bfloat16), args.repeats, split=args.threads)
+            if encoder is not None:
+                out["ps_bf16_parallel"] = images_per_s(encoder.encode_images, x, args.repeats, split=args.threads)
     if args.hf_home and args.onnx:
         import tempfile
 

@@ -96,10 +96,10 @@ SMALL_RUN_PHOTOS = 32
 def small_run_limit() -> float:
     """The most photos a run may have to encode in ONNX Runtime (`PHOTOSEARCH_SMALL_RUN`
     when set). Torch is only faster per input in bfloat16: on a CPU that would run it in
-    float32, ONNX Runtime's kernels cost 10-20% less CPU an input (ViT-B-32-256, AMD EPYC
-    Zen 3 family 25 model 1, AVX2 only: 193-198 against 219-242 CPU-ms; emulated bf16
-    ~1375), so every run takes them and none pays `import torch` (bench/model_speed.py
-    --onnx; 200 photos indexed 1.10-1.23x faster, bench/README.md)."""
+    float32, and ONNX Runtime's kernels cost no more CPU an input (ViT-B-32-256, AMD EPYC
+    Zen 3 family 25 model 1, AVX2 only, three runs: 145-198 against 149-242 CPU-ms;
+    emulated bf16 ~1375), so every run takes them and none pays torch's import and load
+    (3.4 s there) or its 0.8 GB: 200 photos indexed 1.10-1.23x faster (bench/README.md)."""
     from photosearch.config import small_run_photos
 
     return small_run_photos(SMALL_RUN_PHOTOS if cpu_has_native_bf16() is not False else math.inf)

@@ -7,8 +7,8 @@ the bf16 tower from the float32 weights ~0.3-0.6 more, all on the path to the fi
 ONNX Runtime imports in ~0.15 s and opens a session over the same weights in ~0.25 CPU-s.
 Its float32 kernels are slower than torch's bfloat16 ones (ViT-B-32-256, one thread, AMD
 Zen 5: ~63 against ~42 CPU-ms an input), so where the CPU has native bfloat16 it pays only
-for a handful of inputs; where it hasn't, torch would run float32, which costs 10-25% more
-than these kernels (AMD Zen 3: 219-242 against 193-198 CPU-ms), and every run uses this tower
+for a handful of inputs; where it hasn't, torch would run float32, which costs as much or
+more than these kernels (AMD Zen 3: 149-242 against 145-198 CPU-ms), and every run uses this tower
 (model.small_run_limit decides).
 
 Nothing is exported. The graph is written here, node by node, from the architecture's
