@@ -85,12 +85,11 @@ def quality(work: Path, per_class: int) -> dict:
 
 def worker_costs(folder: Path, n: int, rounds: int) -> dict:
     """{crops: {"job_ms", "inputs"}}: the decode worker's CPU ms and model inputs a photo."""
+    import bench as suite
     from photosearch import model
     from photosearch.config import requested_model
     from photosearch.scan import PhotoFile
     from photosearch.workers import Prepare, prepare_one
-
-    import bench as suite
 
     cut = model.cut_of(model.resolve(requested_model(suite.ARCH, suite.TAG)))
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")[:n]
