@@ -43,10 +43,14 @@ def _cpu_s() -> float:
     return t.user + t.system
 
 
-def images_per_s(encode, x, repeats: int, split: int = 1, cpu_ms: list | None = None, part_size: int | None = None) -> float:
-    """Images/s of `encode` on `x` (a tensor, or a numpy array), the batch cut in `split`
-    parts encoded at once by threads, each part in batches of `part_size` if given; CPU-ms
-    an image appended to `cpu_ms`."""
+def images_per_s(encode, x, repeats: int, split: int = 1) -> float:
+    """Images/s of `encode` on the tensor `x`, the batch cut in `split` parts encoded at once by threads."""
+    return timed(encode, x, repeats, split)[0]
+
+
+def timed(encode, x, repeats: int, split: int = 1, part_size: int | None = None) -> tuple[float, float]:
+    """(images/s, CPU-ms an image) of `encode` on `x` (a tensor, or a numpy array), the batch
+    cut in `split` parts encoded at once by threads, each part in batches of `part_size`."""
     parts = list(torch.chunk(x, split)) if isinstance(x, torch.Tensor) else np.array_split(x, split)
 
     def encode_part(part):
@@ -72,9 +76,7 @@ def images_per_s(encode, x, repeats: int, split: int = 1, cpu_ms: list | None = 
         one_round()
         times.append(time.perf_counter() - t0)
         cpu.append(_cpu_s() - c0)
-    if cpu_ms is not None:
-        cpu_ms.append(1000 * statistics.median(cpu) / x.shape[0])
-    return x.shape[0] / statistics.median(times)
+    return x.shape[0] / statistics.median(times), 1000 * statistics.median(cpu) / x.shape[0]
 
 
 def photosearch_tower(precision: str = "bf16"):
@@ -96,8 +98,6 @@ def onnx_tower(cache: str):
     if tower is None:
         raise SystemExit("photosearch's ONNX Runtime tower doesn't cover this model")
     return tower
-
-
 
 
 def main() -> None:
@@ -138,18 +138,15 @@ def main() -> None:
         out["native_bf16"] = model.cpu_has_native_bf16()
         torch.set_num_threads(1)
         del encoder
-        cpu_ms: list[float] = []
         fp32 = photosearch_tower("fp32")
-        out["ps_fp32_parallel"] = images_per_s(fp32.encode_images, x, args.repeats, split=args.threads, cpu_ms=cpu_ms)
-        out["ps_fp32_parallel_cpu_ms"] = cpu_ms.pop()
+        out["ps_fp32_parallel"], out["ps_fp32_parallel_cpu_ms"] = timed(fp32.encode_images, x, args.repeats, split=args.threads)
         del fp32
         with tempfile.TemporaryDirectory() as cache:
             tower = onnx_tower(cache)
             # What the decode workers send it: (size, size, 3) uint8 arrays.
             pixels = np.random.default_rng(0).integers(0, 256, (len(x), size, size, 3), dtype=np.uint8)
-            out["ort_fp32_parallel"] = images_per_s(lambda part: tower.encode_prepared(list(part)), pixels, args.repeats,
-                                                    split=args.threads, cpu_ms=cpu_ms, part_size=tower.batch_limit)  # fmt: skip
-            out["ort_fp32_parallel_cpu_ms"] = cpu_ms.pop()
+            out["ort_fp32_parallel"], out["ort_fp32_parallel_cpu_ms"] = timed(
+                lambda part: tower.encode_prepared(list(part)), pixels, args.repeats, split=args.threads, part_size=tower.batch_limit)
     print(json.dumps(out))
 
 
