@@ -56,10 +56,16 @@ def pick_precision(requested: str, device: str) -> str:
     if device.startswith("cuda"):
         return "fp16"
     if device == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        native = any(
-            getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        )
+        # One answer for both choices (this precision, and model.small_run_limit's tower):
+        # torch's own probes only where /proc/cpuinfo can't tell.
+        from photosearch.model import cpu_has_native_bf16
+
+        native = cpu_has_native_bf16()
+        if native is None:
+            cpu = getattr(torch, "cpu", None)
+            native = any(
+                getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+            )
         return "bf16" if native else "fp32"
     return "fp32"
 
